@@ -1,0 +1,1 @@
+"""LUNA16 and unlabeled-scan IO, coordinates, resampling, phantoms and patch sampling."""
