@@ -1,0 +1,67 @@
+"""Time the LUNA16 evaluation on a challenge-sized submission.
+
+888 scans x 100 marks (88,800 rows), 1,200 included nodules and 1,500 excluded
+findings; point estimate, then point estimate plus 1,000 bootstrap resamples.
+Run: ``PYTHONPATH=. python benchmarks/bench_evaluate.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from focalmix_lib.data.luna_csv import FindingTable
+from focalmix_lib.evaluate import evaluate_froc
+
+N_SCANS, MARKS_PER_SCAN, N_NODULES, N_EXCLUDED = 888, 100, 1200, 1500
+
+
+def synthetic_challenge(seed: int = 0) -> tuple[FindingTable, FindingTable, list[str], FindingTable]:
+    """Annotations, excluded findings, listed scans and a submission where ~90 % of nodules are found."""
+    rng = np.random.default_rng(seed)
+    uids = np.asarray([f"1.3.6.1.4.1.14519.5.2.1.6279.6001.{i:012d}" for i in range(N_SCANS)])
+
+    def table(name: str, scan: np.ndarray, xyz: np.ndarray, value: np.ndarray) -> FindingTable:
+        return FindingTable(Path(name), uids[scan], xyz, value, np.arange(2, len(scan) + 2))
+
+    nodule_scan = rng.integers(0, N_SCANS, N_NODULES)
+    nodule_xyz = rng.uniform(-150, 150, (N_NODULES, 3))
+    excluded_scan = rng.integers(0, N_SCANS, N_EXCLUDED)
+    excluded_xyz = rng.uniform(-150, 150, (N_EXCLUDED, 3))
+    excluded_diameter = np.where(rng.random(N_EXCLUDED) < 0.3, -1.0, rng.uniform(2, 10, N_EXCLUDED))
+    mark_scan = np.repeat(np.arange(N_SCANS), MARKS_PER_SCAN)
+    mark_xyz = rng.uniform(-150, 150, (len(mark_scan), 3))
+    mark_prob = rng.beta(0.5, 4.0, len(mark_scan)).round(4)  # rounded: many ties, as real submissions
+    # Put marks on most nodules (in their scan's own rows), with higher scores.
+    found = np.flatnonzero(rng.random(N_NODULES) < 0.9)
+    slot = nodule_scan[found] * MARKS_PER_SCAN + rng.integers(0, MARKS_PER_SCAN, len(found))
+    mark_xyz[slot] = nodule_xyz[found] + rng.normal(0, 1.0, (len(found), 3))
+    mark_prob[slot] = rng.beta(4.0, 1.0, len(found)).round(4)
+    return (
+        table("annotations.csv", nodule_scan, nodule_xyz, rng.uniform(3, 30, N_NODULES)),
+        table("annotations_excluded.csv", excluded_scan, excluded_xyz, excluded_diameter),
+        list(uids),
+        table("predictions.csv", mark_scan, mark_xyz, mark_prob),
+    )
+
+
+def main() -> None:
+    annotations, excluded, uids, predictions = synthetic_challenge()
+    print(f"{len(uids)} scans, {len(predictions)} marks, {len(annotations)} nodules, {len(excluded)} excluded")
+    evaluate_froc(annotations, excluded, uids, predictions)  # warm-up (imports, caches)
+    for bootstrap in (0, 1000):
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            result = evaluate_froc(annotations, excluded, uids, predictions, bootstrap=bootstrap, seed=0)
+            times.append(time.perf_counter() - start)
+        line = f"bootstrap={bootstrap:5d}: best {min(times):.3f} s of 3 (CPM {result.cpm:.4f}"
+        if result.bootstrap is not None:
+            line += f", 95 % interval {result.bootstrap.cpm.low:.4f}-{result.bootstrap.cpm.high:.4f}"
+        print(line + ")")
+
+
+if __name__ == "__main__":
+    main()
