@@ -52,12 +52,21 @@ def _modulating_factor(logits: Tensor, targets: Tensor, gamma: float) -> Tensor:
     return _distance_to_target(logits, targets).clamp_min(torch.finfo(logits.dtype).tiny).pow(gamma)
 
 
+def _cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """``CE(y, p) = -y logsigmoid(z) - (1 - y) logsigmoid(-z)``.
+
+    Each term keeps full relative precision, unlike the ``(1 - y) z - logsigmoid(z)``
+    form that loses the small losses of confident anchors to cancellation in float32.
+    """
+    return -targets * F.logsigmoid(logits) - (1 - targets) * F.logsigmoid(-logits)
+
+
 def soft_focal_loss(logits: Tensor, targets: Tensor, alpha0: float, alpha1: float, gamma: float,
                     soft_alpha: bool = True, soft_beta: bool = True, reduction: str = "none") -> Tensor:
     """Soft-target focal loss, FocalMix eq. (9), for targets ``y`` in [0, 1].
 
         SFL = [alpha0 + y (alpha1 - alpha0)] * |y - p|^gamma * CE(y, p),
-        CE(y, p) = -y log p - (1 - y) log(1 - p)   (binary cross-entropy with logits).
+        CE(y, p) = -y log p - (1 - y) log(1 - p)   (computed from logits).
 
     Ablations (paper Table 3a), with the hardened label ``h = 1 if y >= 0.5 else 0``:
     ``soft_alpha=False`` takes the weight ``alpha0 + h (alpha1 - alpha0)``;
@@ -71,7 +80,7 @@ def soft_focal_loss(logits: Tensor, targets: Tensor, alpha0: float, alpha1: floa
     alpha_label = targets if soft_alpha else hard
     beta_label = targets if soft_beta else hard
     alpha = alpha0 + alpha_label * (alpha1 - alpha0)
-    cross_entropy = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    cross_entropy = _cross_entropy(logits, targets)
     loss = alpha * _modulating_factor(logits, beta_label, gamma) * cross_entropy
     return _reduce(loss, reduction)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -70,22 +71,35 @@ class BoxCoder:
         return torch.cat([centres - sides / 2, centres + sides / 2], dim=-1)
 
 
-def nms_3d(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+def nms_3d(boxes: Tensor, scores: Tensor, iou_threshold: float, block_pairs: int = 1_000_000) -> Tensor:
     """Greedy non-maximum suppression of 3D boxes.
 
-    Visits boxes by decreasing score; keeps a box and drops every remaining box whose
-    IoU with it exceeds ``iou_threshold``. Shapes: ``boxes (K, 6)``, ``scores (K,)``
-    -> kept indices ``(K',)`` long, by decreasing score. Each step is one vectorised
-    IoU row against the boxes still in play, so memory stays O(K).
+    Visits boxes by decreasing score (ties: lower index first); keeps a box unless a
+    box kept before it overlaps it with IoU above ``iou_threshold``. Shapes:
+    ``boxes (K, 6)``, ``scores (K,)`` -> kept indices ``(K',)`` long, by decreasing score.
+
+    The IoUs of every (earlier, later) pair are computed in blocks of about
+    ``block_pairs`` and only the overlapping pairs are stored, so the greedy pass is
+    a cheap loop over a sparse list and memory stays bounded for large K.
     """
+    count = boxes.shape[0]
     order = torch.argsort(scores, descending=True, stable=True)
-    keep = []
-    while order.numel() > 0:
-        best = order[0]
-        keep.append(best)
-        rest = order[1:]
-        overlap = box_iou(boxes[best].unsqueeze(0), boxes[rest])[0]
-        order = rest[overlap <= iou_threshold]
-    if not keep:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    return torch.stack(keep)
+    ranked = boxes[order]
+    rows_per_block = max(1, block_pairs // max(count, 1))
+    firsts, seconds = [], []
+    for start in range(0, count, rows_per_block):
+        block = box_iou(ranked[start:start + rows_per_block], ranked[start:]) > iou_threshold
+        first, second = torch.nonzero(block, as_tuple=True)
+        later = second > first
+        firsts.append((first[later] + start).cpu())
+        seconds.append((second[later] + start).cpu())
+    first = torch.cat(firsts).numpy() if firsts else np.zeros(0, dtype=np.int64)
+    second = torch.cat(seconds).numpy() if seconds else np.zeros(0, dtype=np.int64)
+    bounds = np.searchsorted(first, np.arange(count + 1))  # pairs of rank i: second[bounds[i]:bounds[i+1]]
+    suppressed = np.zeros(count, dtype=bool)
+    kept = []
+    for rank in range(count):
+        if not suppressed[rank]:
+            kept.append(rank)
+            suppressed[second[bounds[rank]:bounds[rank + 1]]] = True
+    return order[torch.as_tensor(kept, dtype=torch.long, device=order.device)]

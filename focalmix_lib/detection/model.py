@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from focalmix_lib.detection.anchors import LevelShape, generate_anchors, level_shapes
+from focalmix_lib.detection.boxes import BoxCoder
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,8 @@ class FPNDetector(nn.Module):
     of the input must be divisible by ``max(config.strides)``. The classification
     bias starts at ``-log((1 - prior) / prior)`` so that every anchor first predicts
     ``prior_probability`` (RetinaNet), which keeps the early focal loss from being
-    swamped by the many easy negatives.
+    swamped by the many easy negatives. ``box_coder`` is the coder that training
+    targets and inference decoding share.
     """
 
     def __init__(self, config: DetectorConfig):
@@ -247,6 +249,7 @@ class FPNDetector(nn.Module):
             config.fpn_channels, anchors, config.head_depth, config.norm_groups, bias=-math.log((1 - prior) / prior)
         )
         self.box_head = DetectionHead(config.fpn_channels, anchors * 6, config.head_depth, config.norm_groups)
+        self.box_coder = BoxCoder()
         self._anchor_cache: dict[tuple[tuple[int, ...], str], Tensor] = {}
 
     def forward(self, x: Tensor) -> DetectorOutput:
