@@ -1,7 +1,9 @@
 """Time the LUNA16 evaluation on a challenge-sized submission.
 
 888 scans x 100 marks (88,800 rows), 1,200 included nodules and 1,500 excluded
-findings; point estimate, then point estimate plus 1,000 bootstrap resamples.
+findings; point estimate, then point estimate plus 1,000 bootstrap resamples. Once with
+probabilities rounded to 4 decimals (many tied scores) and once at full precision
+(every score distinct: the most curve vertices).
 Run: ``PYTHONPATH=. python benchmarks/bench_evaluate.py``.
 """
 
@@ -18,7 +20,9 @@ from focalmix_lib.evaluate import evaluate_froc
 N_SCANS, MARKS_PER_SCAN, N_NODULES, N_EXCLUDED = 888, 100, 1200, 1500
 
 
-def synthetic_challenge(seed: int = 0) -> tuple[FindingTable, FindingTable, list[str], FindingTable]:
+def synthetic_challenge(
+    seed: int = 0, decimals: int | None = 4,
+) -> tuple[FindingTable, FindingTable, list[str], FindingTable]:
     """Annotations, excluded findings, listed scans and a submission where ~90 % of nodules are found."""
     rng = np.random.default_rng(seed)
     uids = np.asarray([f"1.3.6.1.4.1.14519.5.2.1.6279.6001.{i:012d}" for i in range(N_SCANS)])
@@ -33,12 +37,14 @@ def synthetic_challenge(seed: int = 0) -> tuple[FindingTable, FindingTable, list
     excluded_diameter = np.where(rng.random(N_EXCLUDED) < 0.3, -1.0, rng.uniform(2, 10, N_EXCLUDED))
     mark_scan = np.repeat(np.arange(N_SCANS), MARKS_PER_SCAN)
     mark_xyz = rng.uniform(-150, 150, (len(mark_scan), 3))
-    mark_prob = rng.beta(0.5, 4.0, len(mark_scan)).round(4)  # rounded: many ties, as real submissions
+    mark_prob = rng.beta(0.5, 4.0, len(mark_scan))
     # Put marks on most nodules (in their scan's own rows), with higher scores.
     found = np.flatnonzero(rng.random(N_NODULES) < 0.9)
     slot = nodule_scan[found] * MARKS_PER_SCAN + rng.integers(0, MARKS_PER_SCAN, len(found))
     mark_xyz[slot] = nodule_xyz[found] + rng.normal(0, 1.0, (len(found), 3))
-    mark_prob[slot] = rng.beta(4.0, 1.0, len(found)).round(4)
+    mark_prob[slot] = rng.beta(4.0, 1.0, len(found))
+    if decimals is not None:
+        mark_prob = mark_prob.round(decimals)
     return (
         table("annotations.csv", nodule_scan, nodule_xyz, rng.uniform(3, 30, N_NODULES)),
         table("annotations_excluded.csv", excluded_scan, excluded_xyz, excluded_diameter),
@@ -48,19 +54,21 @@ def synthetic_challenge(seed: int = 0) -> tuple[FindingTable, FindingTable, list
 
 
 def main() -> None:
-    annotations, excluded, uids, predictions = synthetic_challenge()
-    print(f"{len(uids)} scans, {len(predictions)} marks, {len(annotations)} nodules, {len(excluded)} excluded")
-    evaluate_froc(annotations, excluded, uids, predictions)  # warm-up (imports, caches)
-    for bootstrap in (0, 1000):
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            result = evaluate_froc(annotations, excluded, uids, predictions, bootstrap=bootstrap, seed=0)
-            times.append(time.perf_counter() - start)
-        line = f"bootstrap={bootstrap:5d}: best {min(times):.3f} s of 3 (CPM {result.cpm:.4f}"
-        if result.bootstrap is not None:
-            line += f", 95 % interval {result.bootstrap.cpm.low:.4f}-{result.bootstrap.cpm.high:.4f}"
-        print(line + ")")
+    for decimals in (4, None):
+        annotations, excluded, uids, predictions = synthetic_challenge(decimals=decimals)
+        print(f"{len(uids)} scans, {len(predictions)} marks, {len(annotations)} nodules, {len(excluded)} excluded, "
+              f"probabilities {'rounded to 4 decimals' if decimals else 'at full precision'}")
+        evaluate_froc(annotations, excluded, uids, predictions)  # warm-up (imports, caches)
+        for bootstrap in (0, 1000):
+            times = []
+            for _ in range(3):
+                start = time.perf_counter()
+                result = evaluate_froc(annotations, excluded, uids, predictions, bootstrap=bootstrap, seed=0)
+                times.append(time.perf_counter() - start)
+            line = f"  bootstrap={bootstrap:4d}: best {min(times):.3f} s of 3 (CPM {result.cpm:.4f}"
+            if result.bootstrap is not None:
+                line += f", 95 % interval {result.bootstrap.cpm.low:.4f}-{result.bootstrap.cpm.high:.4f}"
+            print(line + ")")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ scans are ignored):
    curve by rules 7-8; the mean and the 95 % interval are the mean and the order
    statistics ``v[floor(0.025 N)]``, ``v[floor(0.975 N)]`` of the sorted values.
 
+A scan listed twice counts twice (its marks and nodules are taken twice, and a
+resample that draws it takes both copies), as in the official script.
+
 Where the official script returns NaN or fails (nothing detected: ``TPR = 0 / 0``; no
 marks at all), the kit reports sensitivity 0. A bootstrap resample without any nodule
 has no sensitivity; it is left out of the bootstrap statistics.
@@ -34,7 +37,9 @@ has no sensitivity; it is left out of the bootstrap statistics.
 Speed: the matching is vectorised over (finding, mark) pairs of each scan; the ROC
 samples are sorted once; a bootstrap resample is a vector of per-scan multiplicities,
 so its curve is a weighted cumulative sum over the pre-sorted samples (no re-sorting),
-computed only as far as the curve needs to pass 8 FP per scan.
+computed only as far as the curve needs to pass 8 FP per scan and read at the
+operating points by integer searches. The point estimate is bit-identical to the
+official computation; bootstrap values agree with it to rounding (~1e-16).
 """
 
 from __future__ import annotations
@@ -199,9 +204,10 @@ def evaluate_froc(
                             "sensitivity is undefined")
 
     point_weights = multiplicity[None, :]
-    tp, fp = _weighted_counts(samples, point_weights, len(samples.thresholds))
+    fp_counts, tp_counts = (_cumulative_weights(point_weights, sample_scan)[0, through] for sample_scan, through in
+                            ((samples.fp_scan, samples.n_fp_through), (samples.pos_scan, samples.n_pos_through)))
     totals = _weighted_totals(samples, point_weights)
-    x, y, thresholds = froc_curve(fp[0], tp[0], samples.thresholds, *(int(t[0]) for t in totals), n_scans)
+    x, y, thresholds = froc_curve(fp_counts, tp_counts, samples.thresholds, *(int(t[0]) for t in totals), n_scans)
     sens = np.interp(np.asarray(OPERATING_POINTS), x, y)
     result = FrocResult(
         cpm=float(np.mean(sens)), sensitivity_at=_keyed(sens.tolist()), n_scans=n_scans,
@@ -213,7 +219,7 @@ def evaluate_froc(
     resamples = draw_bootstrap_resamples(n_scans, bootstrap, seed)
     # A listed uid brings all its copies each time it is drawn, as in the official script.
     weights = _resample_weights(resamples, listed_scan, len(scan_uids)) * multiplicity[None, :]
-    curves = bootstrap_sensitivities(samples, weights, n_scans, fp[0], progress=progress)
+    curves = _bootstrap_sensitivities(samples, weights, n_scans, progress=progress)
     return _with_bootstrap(result, curves, bootstrap, seed)
 
 
@@ -237,80 +243,23 @@ def froc_curve(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """The FROC curve ``(x, y, thresholds)`` (V,) from cumulative counts at each distinct score (rule 7).
 
-    ``fp_counts[g]``, ``tp_counts[g]`` (G,): (weighted) numbers of false positives and
-    detected nodules scoring ``>= thresholds[g]`` (descending); the totals are those of
-    the whole list. The vertices of :func:`froc_vertices` that sklearn keeps, after the
-    origin (0, 0) with threshold +inf.
+    ``fp_counts[g]``, ``tp_counts[g]`` (G,): numbers of false positives and detected
+    nodules scoring ``>= thresholds[g]`` (descending, each group adding at least one).
+    As ``sklearn.metrics.roc_curve(drop_intermediate=True)``: keep the first and last
+    vertex and every one where ``diff(fp, 2)`` or ``diff(tp, 2)`` is non-zero, prepend
+    the origin with threshold +inf. Then as the official script,
+    ``x = (fp / n_FP) * n_FP / n_scans`` (0 when there is no FP) and
+    ``y = (tp / n_detected) * n_detected / n_nodules`` (0 when nothing is detected,
+    where the official script gives NaN).
     """
-    x, y, kept = froc_vertices(fp_counts[None], tp_counts[None], np.asarray([n_false_positives]),
-                               np.asarray([n_detected]), np.asarray([n_nodules]), n_scans)
-    return np.r_[0.0, x[0, kept[0]]], np.r_[0.0, y[0, kept[0]]], np.r_[np.inf, thresholds[kept[0]]]
-
-
-def froc_vertices(
-    fp: NDArray[np.integer], tp: NDArray[np.integer], n_false_positives: NDArray[np.integer],
-    n_detected: NDArray[np.integer], n_nodules: NDArray[np.integer], n_scans: int,
-) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
-    """Coordinates ``x, y`` (R, G) of every group vertex of R weighted lists and the mask ``kept`` (R, G).
-
-    ``fp``, ``tp`` (R, G): cumulative counts per group; totals (R,). As
-    ``sklearn.metrics.roc_curve(drop_intermediate=True)`` on each list: groups that
-    gained no sample (weight 0) do not exist; of the others, the first, the last and
-    every one where the second difference of the FP or of the TP counts (over existing
-    groups) is non-zero are kept. Scaled as the official script,
-    ``x = (fp / n_FP) * n_FP / n_scans`` and ``y = (tp / n_detected) * n_detected / n_nodules``
-    (0 when there is no FP, as the official script; 0 when nothing is detected, where
-    it gives NaN).
-    """
-    n_rows, n_groups = fp.shape
-    if n_groups == 0:  # no sample at all: the curve is the origin alone
-        return np.zeros(fp.shape), np.zeros(fp.shape), np.zeros(fp.shape, dtype=bool)
-    step_fp, step_tp = np.diff(fp, axis=1, prepend=0), np.diff(tp, axis=1, prepend=0)
-    gained = (step_fp | step_tp) != 0
-    # First existing group after each group (n_groups: none).
-    after = np.minimum.accumulate(np.where(gained, np.arange(n_groups), n_groups)[:, ::-1], axis=1)[:, ::-1]
-    after = np.c_[after[:, 1:], np.full(n_rows, n_groups)]
-    # Between existing groups p < k < n the groups gained nothing, so sklearn's second
-    # difference at k, (c[n] - c[k]) - (c[k] - c[p]), is step[n] - step[k].
-    succ = (np.minimum(after, n_groups - 1) + n_groups * np.arange(n_rows)[:, None]).ravel()
-    bend = (step_fp.ravel()[succ] != step_fp.ravel()) | (step_tp.ravel()[succ] != step_tp.ravel())
-    first = np.zeros_like(gained)
-    first[np.arange(n_rows), np.argmax(gained, axis=1)] = True
-    kept = gained & (first | (after == n_groups) | bend.reshape(n_rows, n_groups))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # x / 1 * 0 = 0 when there is no FP (fp is then 0); likewise y when nothing is detected.
-        x = fp / np.maximum(n_false_positives, 1)[:, None] * n_false_positives.astype(float)[:, None] / n_scans
-        y = tp / np.maximum(n_detected, 1)[:, None] * n_detected.astype(float)[:, None] / n_nodules[:, None]
-    return x, y, kept
-
-
-def interpolate_kept(
-    x: NDArray[np.float64], y: NDArray[np.float64], kept: NDArray[np.bool_], points: NDArray[np.float64],
-) -> NDArray[np.float64]:
-    """(R, K) ``numpy.interp(points, X_r, Y_r)`` where (X_r, Y_r) are the origin and row r's kept vertices.
-
-    Exactly numpy's arithmetic: with ``j`` the last vertex whose x <= p, the value is
-    ``Y[j]`` when j is the last vertex or ``X[j] == p``, else
-    ``(Y[j+1] - Y[j]) / (X[j+1] - X[j]) * (p - X[j]) + Y[j]``. ``x`` must be
-    non-decreasing along each row (it is: cumulative counts).
-    """
-    n_rows, n_groups = x.shape
-    index = np.arange(n_groups)
-    last_kept = np.maximum.accumulate(np.where(kept, index, -1), axis=1)
-    next_kept = np.minimum.accumulate(np.where(kept, index, n_groups)[:, ::-1], axis=1)[:, ::-1]
-    # Vertices 0 .. n_le - 1 have x <= p; column 0 of the padded arrays is the origin.
-    n_le = np.stack([np.searchsorted(row, points, side="right") for row in x]) if n_rows else np.zeros((0, len(points)), int)
-    last_kept = np.c_[np.full(n_rows, -1), last_kept]
-    next_kept = np.c_[next_kept, np.full(n_rows, n_groups)]
-    lo = np.take_along_axis(last_kept, n_le, 1) + 1
-    hi = np.take_along_axis(next_kept, n_le, 1) + 1
-    x_pad, y_pad = np.c_[np.zeros(n_rows), x, np.zeros(n_rows)], np.c_[np.zeros(n_rows), y, np.zeros(n_rows)]
-    x_lo, y_lo = np.take_along_axis(x_pad, lo, 1), np.take_along_axis(y_pad, lo, 1)
-    x_hi, y_hi = np.take_along_axis(x_pad, hi, 1), np.take_along_axis(y_pad, hi, 1)
-    on_vertex = (hi > n_groups) | (x_lo == points)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        slope = (y_hi - y_lo) / (x_hi - x_lo)
-        return np.where(on_vertex, y_lo, slope * (points - x_lo) + y_lo)
+    fps, tps, thr = fp_counts, tp_counts, thresholds
+    if len(fps) > 2:
+        keep = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
+        fps, tps, thr = fps[keep], tps[keep], thr[keep]
+    fps, tps, thr = np.r_[0, fps], np.r_[0, tps], np.r_[np.inf, thr]
+    x = fps / n_false_positives * float(n_false_positives) / n_scans if n_false_positives else np.zeros(len(fps))
+    y = tps / n_detected * float(n_detected) / float(n_nodules) if n_detected else np.zeros(len(tps))
+    return x, y, thr
 
 
 def draw_bootstrap_resamples(n_scans: int, n_resamples: int, seed: int) -> NDArray[np.int64]:
@@ -318,36 +267,43 @@ def draw_bootstrap_resamples(n_scans: int, n_resamples: int, seed: int) -> NDArr
     return np.random.default_rng(seed).integers(0, n_scans, size=(n_resamples, n_scans))
 
 
-def bootstrap_sensitivities(
-    samples: _RocSamples, weights: NDArray[np.int64], n_scans: int, point_fp_counts: NDArray[np.int64],
-    *, progress: bool = False,
+def _bootstrap_sensitivities(
+    samples: _RocSamples, weights: NDArray[np.int64], n_scans: int, *, progress: bool = False,
 ) -> NDArray[np.float64]:
-    """(R, 7 + K) sensitivities of each resample at OPERATING_POINTS then BAND_FPS_PER_SCAN.
+    """(R, 7 + K) sensitivities of R weighted lists at OPERATING_POINTS then BAND_FPS_PER_SCAN.
 
-    ``weights`` (R, S): how many times each scan is in each resample. The curves are
-    built only over the first groups, while the point estimate's FP count
-    (``point_fp_counts``) is below 1.25 x 8 FP per scan (plus a margin); a resample whose
-    curve there has no kept vertex beyond 8 FP per scan other than the last (whose fate
-    depends on the groups after) is recomputed over all groups. Rows without any
+    ``weights`` (R, S): how many times each scan is in each resample; the samples keep
+    their one sorted order and only their weights change. At ``f`` FP per scan, with
+    ``t = f * n_scans``, FP(g) and TP(g) the weighted counts through group g, ``lo`` the
+    last vertex (the origin or a group) with ``FP <= t`` and ``hi`` the next group:
+
+        sensitivity(f) = [TP(lo) + (TP(hi) - TP(lo)) * (t - FP(lo)) / (FP(hi) - FP(lo))] / n_nodules,
+
+    or ``TP(lo) / n_nodules`` when there is no ``hi``: numpy.interp on the resample's FROC
+    curve. sklearn's dropped vertices are collinear with their neighbours and groups of
+    weight 0 repeat a vertex, so neither changes this value beyond rounding (~1e-16).
+    The searches run on integer counts. Counts are accumulated over the groups where the
+    unweighted FP count stays below 1.25 x 8 FP per scan (plus a margin); a resample
+    that does not pass 8 FP per scan there is redone over all groups. Rows without any
     nodule are NaN.
     """
     from tqdm import tqdm
 
     points = np.concatenate([OPERATING_POINTS, BAND_FPS_PER_SCAN])
+    fp_targets = np.floor(points * n_scans).astype(np.int64)  # integer counts: FP <= t <=> FP <= floor(t)
     n_groups = len(samples.thresholds)
     need = 1.25 * OPERATING_POINTS[-1] * n_scans + 50
-    prefix = min(n_groups, int(np.searchsorted(point_fp_counts, need, side="right")) + 1)
+    prefix = min(n_groups, int(np.searchsorted(samples.n_fp_through, need, side="right")) + 1)
     fp_total, tp_total, nodule_total = _weighted_totals(samples, weights)
-    out = np.empty((len(weights), len(points)))
+    out = np.full((len(weights), len(points)), np.nan)
     for start in tqdm(range(0, len(weights), _BOOTSTRAP_CHUNK), desc="bootstrap", unit="chunk", disable=not progress):
         rows = np.arange(start, min(start + _BOOTSTRAP_CHUNK, len(weights)))
         for n_used in (prefix, n_groups):
-            tp, fp = _weighted_counts(samples, weights[rows], n_used)
-            x, y, kept = froc_vertices(fp, tp, fp_total[rows], tp_total[rows], nodule_total[rows], n_scans)
-            out[rows] = interpolate_kept(x, y, kept, points)
-            if n_used == n_groups:
-                break
-            settled = ((x > OPERATING_POINTS[-1]) & kept).sum(axis=1) >= 2
+            fp_lo, fp_hi, tp_lo, tp_hi, beyond = _bracketing_vertices(samples, weights[rows], n_used, fp_targets)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                tp_at = np.where(beyond, tp_lo, tp_lo + (tp_hi - tp_lo) * (points * n_scans - fp_lo) / (fp_hi - fp_lo))
+                out[rows] = tp_at / nodule_total[rows, None]
+            settled = ~beyond[:, -1] if n_used < n_groups else np.ones(len(rows), dtype=bool)
             rows = rows[~settled]
             if len(rows) == 0:
                 break
@@ -472,24 +428,40 @@ def _roc_samples(
     )
 
 
-def _weighted_counts(
-    samples: _RocSamples, weights: NDArray[np.int64], n_groups: int,
-) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """(R, n_groups) weighted TP and FP counts through each of the first ``n_groups`` groups.
+def _cumulative_weights(weights: NDArray[np.int64], sample_scan: NDArray[np.int64]) -> NDArray[np.int64]:
+    """(R, n + 1) ``C[r, i] = sum_{j < i} weights[r, sample_scan[j]]``: weighted counts of the first i samples."""
+    cumulative = np.zeros((len(weights), len(sample_scan) + 1), dtype=np.int64)
+    np.cumsum(weights[:, sample_scan], axis=1, out=cumulative[:, 1:])
+    return cumulative
 
-    ``TP[r, g] = sum of weights[r, scan(i)]`` over the positive samples i up to the end of
-    group g; likewise FP. A cumulative sum over the pre-sorted samples, no sorting.
+
+def _bracketing_vertices(
+    samples: _RocSamples, weights: NDArray[np.int64], n_groups: int, fp_targets: NDArray[np.int64],
+) -> tuple[NDArray[np.int64], ...]:
+    """For each row and target t (R, K): FP and TP of the last vertex with FP <= t and of the next.
+
+    Only the first ``n_groups`` groups are used. Returns ``fp_lo, fp_hi, tp_lo, tp_hi`` and
+    ``beyond``, true where no group of those has FP > t (``*_hi`` are then meaningless).
     """
-    if n_groups == 0:
-        empty = np.zeros((len(weights), 0), dtype=np.int64)
-        return empty, empty
-    counts = []
-    for through, sample_scan in ((samples.n_pos_through, samples.pos_scan), (samples.n_fp_through, samples.fp_scan)):
-        needed = through[n_groups - 1]
-        cumulative = np.zeros((len(weights), needed + 1), dtype=np.int64)
-        np.cumsum(weights[:, sample_scan[:needed]], axis=1, out=cumulative[:, 1:])
-        counts.append(cumulative[:, through[:n_groups]])
-    return counts[0], counts[1]
+    n_fp = samples.n_fp_through[n_groups - 1] if n_groups else 0
+    n_pos = samples.n_pos_through[n_groups - 1] if n_groups else 0
+    cum_fp = _cumulative_weights(weights, samples.fp_scan[:n_fp])
+    cum_tp = _cumulative_weights(weights, samples.pos_scan[:n_pos])
+    # Rows are non-decreasing; shifting row r by r * (max + 1) makes one sorted array to search.
+    largest = int(cum_fp[:, -1].max(initial=0))
+    shift = (np.arange(len(weights)) * (largest + 1))[:, None]
+    n_le = np.searchsorted((cum_fp + shift).ravel(), np.minimum(fp_targets, largest)[None, :] + shift, side="right")
+    n_le -= np.arange(len(weights))[:, None] * cum_fp.shape[1]
+    # Group g has FP = cum_fp[n_fp_through[g]] <= t  <=>  n_fp_through[g] < n_le.
+    n_groups_le = np.searchsorted(samples.n_fp_through[:n_groups], n_le - 1, side="right")
+    beyond = n_groups_le == n_groups
+    lo = n_groups_le - 1
+    hi = np.minimum(n_groups_le, n_groups - 1)
+    fp_through = np.r_[samples.n_fp_through[:n_groups], 0]  # index -1: the origin
+    pos_through = np.r_[samples.n_pos_through[:n_groups], 0]
+    values = [np.take_along_axis(cum, through[index], 1)
+              for cum, through in ((cum_fp, fp_through), (cum_tp, pos_through)) for index in (lo, hi)]
+    return values[0], values[1], values[2], values[3], beyond
 
 
 def _weighted_totals(
@@ -533,11 +505,9 @@ def _mean_interval(values: NDArray[np.float64]) -> tuple[NDArray[np.float64], ..
 
 
 def _scan_index(uids: NDArray[np.str_], scan_uids: NDArray[np.str_]) -> NDArray[np.int64]:
-    """Index of each uid in the sorted ``scan_uids``, -1 for uids not listed."""
-    if len(scan_uids) == 0 or len(uids) == 0:
-        return np.full(len(uids), -1, dtype=np.int64)
-    index = np.minimum(np.searchsorted(scan_uids, uids), len(scan_uids) - 1)
-    return np.where(scan_uids[index] == uids, index, -1).astype(np.int64)
+    """Index of each uid in ``scan_uids``, -1 for uids not listed."""
+    lookup = {uid: i for i, uid in enumerate(scan_uids.tolist())}
+    return np.fromiter((lookup.get(uid, -1) for uid in uids.tolist()), dtype=np.int64, count=len(uids))
 
 
 def _keyed(values: Sequence[Any]) -> dict[str, Any]:

@@ -199,15 +199,16 @@ def test_random_bootstrap_matches_official_resampling(seed):
     assert boot.n_valid == len(valid)
     cpm = np.sort(valid[:, :7].mean(axis=1))
     lo, hi = int(math.floor(0.025 * len(valid))), int(math.floor(0.975 * len(valid)))
-    assert (boot.cpm.low, boot.cpm.high) == (cpm[lo], cpm[hi])
-    assert boot.cpm.mean == pytest.approx(cpm.mean(), rel=1e-14)
+    close = {"rel": 0, "abs": 1e-12}  # the same values up to rounding (see evaluate._bootstrap_sensitivities)
+    assert (boot.cpm.mean, boot.cpm.low, boot.cpm.high) == pytest.approx((cpm.mean(), cpm[lo], cpm[hi]), **close)
     for k, key in enumerate(KEYS):
         column = np.sort(valid[:, k])
-        assert (boot.sensitivity_at[key].low, boot.sensitivity_at[key].high) == (column[lo], column[hi])
-        assert boot.sensitivity_at[key].mean == pytest.approx(column.mean(), rel=1e-14)
+        got = boot.sensitivity_at[key]
+        assert (got.mean, got.low, got.high) == pytest.approx((column.mean(), column[lo], column[hi]), **close)
     band = np.sort(valid[:, 7:], axis=0)
-    np.testing.assert_array_equal(boot.band_low, band[lo])
-    np.testing.assert_array_equal(boot.band_high, band[hi])
+    np.testing.assert_allclose(boot.band_low, band[lo], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(boot.band_high, band[hi], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(boot.band_mean, valid[:, 7:].mean(axis=0), rtol=0, atol=1e-12)
 
 
 def test_bootstrap_is_exact_over_prefix_and_fallback():
@@ -229,8 +230,9 @@ def test_bootstrap_is_exact_over_prefix_and_fallback():
     *_, curves = reference_evaluation(annotations, NO_FINDINGS, listed, predictions, resamples)
     boot = evaluate_froc(annotations, NO_FINDINGS, listed, predictions, bootstrap=60, seed=3).bootstrap
     band = np.sort(curves[:, 7:], axis=0)
-    np.testing.assert_array_equal(boot.band_low, band[1])
-    np.testing.assert_array_equal(boot.band_high, band[58])
+    np.testing.assert_allclose(boot.band_low, band[1], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(boot.band_high, band[58], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(boot.band_mean, curves[:, 7:].mean(axis=0), rtol=0, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- rules by hand
@@ -362,12 +364,14 @@ def test_bootstrap_of_a_single_scan_equals_the_point_estimate():
     result = evaluate_froc(annotations, excluded, [uid], predictions, bootstrap=50, seed=1)
     boot = result.bootstrap
     assert boot.n_valid == 50
-    assert (boot.cpm.low, boot.cpm.high) == (result.cpm, result.cpm)
-    assert boot.cpm.mean == pytest.approx(result.cpm, rel=1e-15)
+    close = {"rel": 0, "abs": 1e-12}
+    assert (boot.cpm.mean, boot.cpm.low, boot.cpm.high) == pytest.approx((result.cpm,) * 3, **close)
     for key in KEYS:
-        assert boot.sensitivity_at[key].low == boot.sensitivity_at[key].high == result.sensitivity_at[key]
-    np.testing.assert_array_equal(boot.band_low, np.interp(BAND_FPS_PER_SCAN, result.fps_per_scan,
-                                                           result.sensitivity))
+        got = boot.sensitivity_at[key]
+        assert (got.mean, got.low, got.high) == pytest.approx((result.sensitivity_at[key],) * 3, **close)
+    np.testing.assert_allclose(boot.band_low, np.interp(BAND_FPS_PER_SCAN, result.fps_per_scan, result.sensitivity),
+                               rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(boot.band_low, boot.band_high)
 
 
 def test_bootstrap_is_deterministic_by_seed():
