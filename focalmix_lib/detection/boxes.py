@@ -22,9 +22,10 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
     IoU = |a ∩ b| / (|a| + |b| - |a ∩ b|), with the intersection a box whose sides
     are ``min(a2, b2) - max(a1, b1)`` clamped at 0. Empty unions give 0.
     """
-    low = torch.maximum(a[:, None, :3], b[None, :, :3])
-    high = torch.minimum(a[:, None, 3:], b[None, :, 3:])
-    inter = (high - low).clamp_min(0).prod(dim=-1)
+    inter = torch.ones(a.shape[0], b.shape[0], dtype=a.dtype, device=a.device)
+    for axis in range(3):  # one (N, M) side at a time: faster than an (N, M, 3) broadcast
+        high = torch.minimum(a[:, axis + 3, None], b[None, :, axis + 3])
+        inter.mul_((high - torch.maximum(a[:, axis, None], b[None, :, axis])).clamp_(min=0))
     union = box_volume(a)[:, None] + box_volume(b)[None, :] - inter
     return torch.where(union > 0, inter / union.clamp_min(torch.finfo(inter.dtype).tiny), torch.zeros_like(inter))
 
