@@ -1,0 +1,1 @@
+"""Views of scans and detections: napari 3D scenes and their headless PNG renders."""

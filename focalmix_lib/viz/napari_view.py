@@ -1,0 +1,329 @@
+"""napari 3D views of a CT scan with its annotations and detections, and headless PNG renders.
+
+The scene, in display millimetres (voxel index (z, y, x) times ``spacing_zyx``; the
+scan's origin and direction are left out, so the view is the array as stored):
+
+- ``CT``: the whole scan, a faint maximum-intensity projection in a bone window:
+  ribs and spine show where the chest is without hiding the lungs;
+- ``lungs``: the scan inside the lung mask (``data.lung_mask.segment_lungs``),
+  air elsewhere, as an iso-surface at ``LUNG_ISO_THRESHOLD_HU``: the chest wall no
+  longer hides the inside, and vessels and nodules stand out as solid shapes;
+- ``annotations``: one sphere per annotated nodule, of the annotated diameter;
+- ``detections``: one sphere per detection, of its diameter (a fixed display size
+  where the detector gives none), coloured by probability, hidden below a
+  probability threshold that a slider docked on the right controls.
+
+napari draws with OpenGL through Qt, so it needs an X display even with
+``show=False``. Headless machines use Xvfb with Mesa's software GL:
+:func:`ensure_display` starts one when ``DISPLAY`` is unset (notebooks, tests), or
+the caller wraps the process in ``xvfb-run -a``. ``QT_QPA_PLATFORM=offscreen`` does
+not work: Qt's offscreen platform gives napari no GL context.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from focalmix_lib import atomic
+from focalmix_lib.data import luna_csv
+from focalmix_lib.data.coordinates import world_to_voxel
+from focalmix_lib.data.dataset import Luna16Folder
+from focalmix_lib.data.lung_mask import segment_lungs
+from focalmix_lib.data.scans import read_scan
+
+if TYPE_CHECKING:
+    import napari
+
+# Display size of a detection whose CSV has no diameter_mm column: a typical nodule.
+DEFAULT_DETECTION_DIAMETER_MM = 6.0
+# Iso-surface level inside the lungs: parenchyma (about -850 HU) stays clear, vessels
+# and nodules (soft tissue, -100 to 100 HU, blurred by partial volume) become solid.
+LUNG_ISO_THRESHOLD_HU = -450.0
+# Bone window of the context projection.
+BONE_WINDOW_HU = (150.0, 1200.0)
+ANNOTATION_COLOR = "lime"
+# Red (low) to yellow (high): apart from the lime annotations and the pale vessels.
+DETECTION_COLORMAP = "autumn"
+# Camera (rx, ry, rz) in degrees. (0, 0, -90) looks at the array from -y with z up
+# and x to the right: for LUNA16 axes (LPS, z from feet to head) the radiological
+# frontal view. rx turns it about the vertical axis, to show depth.
+DEFAULT_ANGLES = (-20.0, 0.0, -90.0)
+
+CT_LAYER = "CT"
+LUNG_LAYER = "lungs"
+ANNOTATION_LAYER = "annotations"
+DETECTION_LAYER = "detections"
+THRESHOLD_WIDGET = "detection threshold"
+
+@dataclass(frozen=True)
+class Scene:
+    """What a view shows, in voxel coordinates of ``volume_hu``.
+
+    ``volume_hu`` (D, H, W) HU; ``spacing_zyx`` mm; ``annotations_zyx`` (M, 3) and
+    ``detections_zyx`` (K, 3) continuous voxel indices (z, y, x); diameters in mm;
+    ``probabilities`` (K,) in [0, 1].
+    """
+
+    volume_hu: NDArray
+    spacing_zyx: tuple[float, float, float]
+    annotations_zyx: NDArray[np.float64]
+    annotation_diameters_mm: NDArray[np.float64]
+    detections_zyx: NDArray[np.float64]
+    detection_diameters_mm: NDArray[np.float64]
+    probabilities: NDArray[np.float64]
+
+    def viewer_inputs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`build_viewer` and :func:`render_png`."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def ensure_display() -> str:
+    """Return ``DISPLAY``; where it is unset, start an Xvfb server first and set it.
+
+    Xvfb picks a free display number itself and reports it through ``-displayfd``
+    once it accepts connections, so there is no race with other servers. The server
+    lives as long as this Python process. Call this before napari creates its Qt
+    application (:func:`build_viewer` and :func:`render_png` do).
+    """
+    display = os.environ.get("DISPLAY")
+    if display:
+        return display
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        raise RuntimeError(
+            "napari needs an X display and DISPLAY is unset; install Xvfb and Mesa GL "
+            "(.ci/install-system-packages.sh) or run the command under xvfb-run -a"
+        )
+    read_fd, write_fd = os.pipe()
+    # A file, not a pipe, for the server's log: a full pipe would block the server.
+    with tempfile.TemporaryFile() as log:
+        try:
+            server = subprocess.Popen(
+                [xvfb, "-displayfd", str(write_fd), "-screen", "0", "1920x1200x24", "-nolisten", "tcp"],
+                pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+            )
+        finally:
+            os.close(write_fd)
+        # Blocks until Xvfb is ready; an empty read means it exited instead.
+        with os.fdopen(read_fd) as pipe:
+            number = pipe.readline().strip()
+        if not number:
+            server.wait(timeout=10)
+            log.seek(0)
+            message = log.read().decode(errors="replace").strip().splitlines()
+            raise RuntimeError(f"Xvfb failed to start: {message[-1] if message else 'no message'}")
+    atexit.register(_stop_server, server)
+    os.environ["DISPLAY"] = f":{number}"
+    return os.environ["DISPLAY"]
+
+
+def _stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def build_viewer(
+    volume_hu: ArrayLike,
+    spacing_zyx: tuple[float, float, float],
+    annotations_zyx: ArrayLike,
+    annotation_diameters_mm: ArrayLike,
+    detections_zyx: ArrayLike,
+    detection_diameters_mm: ArrayLike,
+    probabilities: ArrayLike,
+    threshold: float = 0.5,
+    show: bool = False,
+    title: str = "FocalMix kit",
+) -> "napari.Viewer":
+    """A napari viewer in 3D showing the scene described in this module's docstring.
+
+    Shapes: ``volume_hu`` (D, H, W); ``annotations_zyx`` (M, 3) with
+    ``annotation_diameters_mm`` (M,); ``detections_zyx`` (K, 3) with
+    ``detection_diameters_mm`` (K,) and ``probabilities`` (K,). Detections with
+    probability below ``threshold`` start hidden.
+    """
+    volume = np.asarray(volume_hu, dtype=np.float32)
+    if volume.ndim != 3:
+        raise ValueError(f"volume_hu must be (D, H, W), got shape {volume.shape}")
+    spacing = np.asarray(spacing_zyx, dtype=np.float64).reshape(3)
+    annotations = _points_mm(annotations_zyx, spacing)
+    detections = _points_mm(detections_zyx, spacing)
+    annotation_sizes = np.asarray(annotation_diameters_mm, dtype=np.float64).reshape(-1)
+    detection_sizes = np.asarray(detection_diameters_mm, dtype=np.float64).reshape(-1)
+    probability = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+    if len(annotation_sizes) != len(annotations):
+        raise ValueError(f"{len(annotations)} annotations but {len(annotation_sizes)} diameters")
+    if not len(detections) == len(detection_sizes) == len(probability):
+        raise ValueError(
+            f"{len(detections)} detections, {len(detection_sizes)} diameters, {len(probability)} probabilities"
+        )
+
+    ensure_display()
+    import napari
+    from magicgui.widgets import FloatSlider
+
+    viewer = napari.Viewer(title=title, ndisplay=3, show=show)
+    viewer.add_image(
+        volume, name=CT_LAYER, scale=spacing, rendering="mip", contrast_limits=BONE_WINDOW_HU,
+        colormap="gray", opacity=0.3, blending="additive",
+    )
+    viewer.add_image(
+        _lung_interior(volume, spacing), name=LUNG_LAYER, scale=spacing, rendering="iso",
+        iso_threshold=LUNG_ISO_THRESHOLD_HU, contrast_limits=(-1000.0, 200.0), colormap="bone",
+        blending="translucent",
+    )
+    viewer.add_points(
+        annotations, name=ANNOTATION_LAYER, size=annotation_sizes, face_color=ANNOTATION_COLOR,
+        border_color=ANNOTATION_COLOR, shading="spherical", opacity=0.45, blending="translucent",
+    )
+    viewer.add_points(
+        detections, name=DETECTION_LAYER, size=detection_sizes, features={"probability": probability},
+        face_color="probability", face_colormap=DETECTION_COLORMAP, face_contrast_limits=(0.0, 1.0),
+        border_width=0.0, shading="spherical", opacity=0.8, blending="translucent",
+    )
+    slider = FloatSlider(value=float(threshold), min=0.0, max=1.0, step=0.01, label="probability ≥")
+    slider.changed.connect(lambda value: set_detection_threshold(viewer, value))
+    viewer.window.add_dock_widget(slider, name=THRESHOLD_WIDGET, area="right")
+    set_detection_threshold(viewer, threshold)
+    viewer.reset_view()
+    return viewer
+
+
+def set_detection_threshold(viewer: "napari.Viewer", threshold: float) -> None:
+    """Show the detections with probability >= ``threshold``, hide the others."""
+    layer = viewer.layers[DETECTION_LAYER]
+    layer.shown = layer.features["probability"].to_numpy() >= threshold
+    layer.metadata["threshold"] = float(threshold)
+
+
+def render_png(
+    out_path: str | Path,
+    volume_hu: ArrayLike,
+    spacing_zyx: tuple[float, float, float],
+    annotations_zyx: ArrayLike,
+    annotation_diameters_mm: ArrayLike,
+    detections_zyx: ArrayLike,
+    detection_diameters_mm: ArrayLike,
+    probabilities: ArrayLike,
+    threshold: float = 0.5,
+    angles: tuple[float, float, float] = DEFAULT_ANGLES,
+    zoom: float = 1.5,
+    size: tuple[int, int] = (800, 800),
+) -> Path:
+    """Render the :func:`build_viewer` scene headless and write it as a PNG (atomically).
+
+    ``angles``: camera (rx, ry, rz) in degrees; ``zoom``: factor on the zoom at which
+    the scan's bounding box fits from any angle (1.5 fills the frame in near-frontal
+    views); ``size``: (height, width) of the image in pixels. Starts Xvfb where
+    ``DISPLAY`` is unset (:func:`ensure_display`). Returns ``out_path``.
+    """
+    from PIL import Image
+
+    out_path = Path(out_path)
+    viewer = build_viewer(
+        volume_hu, spacing_zyx, annotations_zyx, annotation_diameters_mm, detections_zyx,
+        detection_diameters_mm, probabilities, threshold=threshold, show=False,
+    )
+    try:
+        _show_off_screen(viewer)
+        camera = viewer.scene.camera
+        camera.angles = tuple(float(a) for a in angles)
+        camera.zoom = zoom * _zoom_to_fit(np.shape(volume_hu), spacing_zyx, size)
+        pixels = viewer.screenshot(canvas_only=True, size=tuple(int(n) for n in size))
+    finally:
+        viewer.close()
+    with atomic.atomic_path(out_path) as tmp:
+        Image.fromarray(np.ascontiguousarray(pixels)).save(tmp, format="PNG")
+    return out_path
+
+
+def _zoom_to_fit(shape_zyx: tuple[int, ...], spacing_zyx: tuple[float, float, float], size: tuple[int, int]) -> float:
+    """napari zoom (pixels per mm) at which the scan's bounding box fits ``size`` from any angle.
+
+    The box's diagonal bounds its projection in every direction (the 3D camera is
+    orthographic by default).
+    """
+    diagonal_mm = float(np.linalg.norm(np.asarray(shape_zyx, dtype=np.float64) * np.asarray(spacing_zyx)))
+    return min(size) / diagonal_mm
+
+
+def _show_off_screen(viewer: "napari.Viewer") -> None:
+    """Show the viewer's window to Qt without mapping it on the screen.
+
+    napari's canvas draws only in a shown window (screenshots of a hidden one are
+    black); with ``WA_DontShowOnScreen`` nothing appears even on a desktop display.
+    """
+    from qtpy.QtCore import Qt
+
+    window = viewer.window._qt_window  # napari has no public handle on its QMainWindow
+    window.setAttribute(Qt.WidgetAttribute.WA_DontShowOnScreen, True)
+    window.show()
+
+
+def scene_from_files(data_dir: str | Path, uid: str, predictions_csv: str | Path | None = None) -> Scene:
+    """The scene of series ``uid`` in a LUNA16-layout folder, with a submission's detections.
+
+    Reads ``subset*/<uid>.mhd`` and ``annotations.csv``; the optional predictions CSV
+    (``seriesuid,coordX,coordY,coordZ,probability``, world mm) may carry a
+    ``diameter_mm`` column, else each detection is drawn
+    ``DEFAULT_DETECTION_DIAMETER_MM`` wide. World points become voxel indices with
+    ``data.coordinates.world_to_voxel``.
+    """
+    folder = Luna16Folder(data_dir)
+    scan = read_scan(folder.scan_path(uid))
+    annotations = folder.annotations.for_series(uid)
+    if predictions_csv is None:
+        detections_zyx, diameters, probabilities = np.zeros((0, 3)), np.zeros(0), np.zeros(0)
+    else:
+        predictions = luna_csv.read_predictions(predictions_csv).for_series(uid)
+        detections_zyx = world_to_voxel(predictions.world_xyz, scan.geometry).reshape(-1, 3)
+        diameters = _prediction_diameters(Path(predictions_csv), predictions)
+        probabilities = predictions.value
+    return Scene(
+        volume_hu=scan.volume,
+        spacing_zyx=scan.geometry.spacing_zyx,
+        annotations_zyx=world_to_voxel(annotations.world_xyz, scan.geometry).reshape(-1, 3),
+        annotation_diameters_mm=annotations.value,
+        detections_zyx=detections_zyx,
+        detection_diameters_mm=diameters,
+        probabilities=probabilities,
+    )
+
+
+def _prediction_diameters(path: Path, predictions: luna_csv.FindingTable) -> NDArray[np.float64]:
+    """The ``diameter_mm`` of each prediction row where the file has that column, else the default."""
+    with path.open(encoding="utf-8-sig") as handle:
+        header = [name.strip() for name in handle.readline().split(",")]
+    if "diameter_mm" not in header:
+        return np.full(len(predictions), DEFAULT_DETECTION_DIAMETER_MM)
+    # The same file read as an annotation table: same rows, with the diameter as value.
+    sized = luna_csv.read_annotations(path)
+    diameter_of_row = dict(zip(sized.rows.tolist(), sized.value.tolist()))
+    return np.asarray([diameter_of_row[row] for row in predictions.rows.tolist()], dtype=np.float64)
+
+
+def _points_mm(points_zyx: ArrayLike, spacing: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Voxel indices (N, 3) to display millimetres (N, 3), where napari sizes are in mm."""
+    return np.asarray(points_zyx, dtype=np.float64).reshape(-1, 3) * spacing
+
+
+def _lung_interior(volume: NDArray[np.float32], spacing: NDArray[np.float64]) -> NDArray[np.float32]:
+    """``volume`` inside the lung mask, -1000 HU (air) outside it.
+
+    ``segment_lungs`` wants one voxel side; the geometric mean keeps the voxel volume
+    (what its minimum component size is measured in) exact.
+    """
+    mask = segment_lungs(volume, float(np.prod(spacing)) ** (1.0 / 3.0))
+    return np.where(mask, volume, np.float32(-1000.0))
