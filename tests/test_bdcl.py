@@ -196,3 +196,53 @@ def test_two_stage_training_runs_every_variant_on_a_tiny_set():
     assert all(not p.requires_grad for p in models["CE"].net.backbone.parameters())
     with pytest.raises(ValueError, match="unknown loss variant"):
         bdcl.train_two_stage(patches, labels, 3, "Hinge", config, progress=False)
+
+
+# ---------------------------------------------------------------- candidate extraction (related/candidates.py)
+
+from focalmix_lib.errors import KitInputError  # noqa: E402
+from focalmix_lib.related import candidates  # noqa: E402
+
+
+def _tube_and_blob_volume():
+    z, y, x = np.mgrid[:24, :32, :40].astype(np.float64)
+    tube = np.exp(-((z - 6) ** 2 + (y - 8) ** 2) / (2 * 1.5 ** 2))               # along x
+    blob = np.exp(-((z - 16) ** 2 + (y - 22) ** 2 + (x - 28) ** 2) / (2 * 2.0 ** 2))
+    return (tube + blob).astype(np.float32)
+
+
+def test_hessian_tells_a_tube_from_a_blob_and_blobs_are_found():
+    volume = _tube_and_blob_volume()
+    eig = candidates.hessian_eigenvalues(volume, np.array([[6, 8, 20], [16, 22, 28]]))
+    assert candidates.is_tubular(eig).tolist() == [True, False]
+    points, values = candidates.bright_blob_candidates(volume, np.ones(volume.shape, bool), threshold=0.5)
+    assert [16, 22, 28] in points.tolist() and values[0] == pytest.approx(volume.max())
+
+
+def test_patches_are_centred_on_the_point_and_padded_with_air():
+    volume = np.zeros((10, 12, 14), np.float32)
+    volume[3, 4, 5] = 1.0
+    axial = candidates.axial_patch(volume, np.array([3, 4, 5]), 8)
+    assert axial.shape == (8, 8) and axial[4, 4] == 1.0 and axial.sum() == 1.0
+    planes = candidates.orthogonal_patches(volume, np.array([3, 4, 5]), 8)
+    assert planes.shape == (3, 8, 8) and np.all(planes[:, 4, 4] == 1.0)
+    assert candidates.axial_patch(volume, np.array([30, 4, 5]), 8).sum() == 0.0  # outside the volume
+
+
+def test_nodule_free_patches_and_distances_to_nodules():
+    boxes = np.array([[10.0, 10, 10, 14, 14, 14]])  # centre 12, radius 2
+    centres = np.array([[12, 12, 30], [12, 12, 50], [20, 12, 12]])
+    assert candidates.axial_patch_is_nodule_free(centres, boxes, 32).tolist() == [False, True, True]
+    assert candidates.distance_to_nodules(np.array([[12, 12, 22]]), boxes)[0] == pytest.approx(8.0)
+    assert np.isinf(candidates.distance_to_nodules(centres, np.zeros((0, 6)))).all()
+
+
+def test_read_nodule_kinds_names_the_bad_row(tmp_path):
+    path = tmp_path / "nodule_kinds.csv"
+    path.write_text("seriesuid,coordX,coordY,coordZ,diameter_mm,kind,location\n"
+                    "a,1,2,3,8.5,solid,isolated\nb,1,2,3,6,calcified,isolated\n")
+    with pytest.raises(KitInputError, match="row 3"):
+        candidates.read_nodule_kinds(path)
+    path.write_text("seriesuid,coordX,coordY,coordZ,diameter_mm,kind,location\na,1,2,3,8.5,ground-glass,juxta-pleural\n")
+    kinds = candidates.read_nodule_kinds(path)
+    assert kinds.kind.tolist() == ["ground-glass"] and kinds.world_xyz.tolist() == [[1.0, 2.0, 3.0]]
