@@ -1,0 +1,68 @@
+"""``focalmix train`` and ``focalmix detect``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train", help="train a detector (supervised or FocalMix); resumes an interrupted run",
+        description="Train one run into --out (config.yaml, metrics.jsonl, checkpoints/, status). "
+                    "Rerunning the same command resumes from the newest checkpoint.",
+    )
+    train.add_argument("--data", required=True, help="LUNA16-layout folder (e.g. made by focalmix make-data)")
+    train.add_argument("--out", required=True, help="run folder")
+    train.add_argument("--preset", default="quick", choices=("quick", "standard", "paper"))
+    train.add_argument("--method", default="supervised", choices=("supervised", "focalmix"))
+    train.add_argument("--labeled", type=int, help="number of labeled scans (0 = all training scans)")
+    train.add_argument("--unlabeled", type=int, help="size of the unlabeled pool (focalmix)")
+    train.add_argument("--steps", type=int, help="training steps")
+    train.add_argument("--seed", type=int, help="run seed")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                       help="override any TrainConfig field, e.g. --set gamma=1.5 (repeatable)")
+    train.add_argument("--detect", action="store_true", help="after training, detect and evaluate the test scans")
+    train.set_defaults(handler=run_train)
+
+    detect = subparsers.add_parser(
+        "detect", help="detect nodules in a run's test scans and write a LUNA16 submission CSV")
+    detect.add_argument("--run", required=True, help="run folder written by focalmix train")
+    detect.add_argument("--data", help="data folder (default: the run's data_dir)")
+    detect.add_argument("--out", help="submission CSV (default: RUN/predictions.csv)")
+    detect.add_argument("--evaluate", action="store_true", help="also write RUN/froc.json with the LUNA16 FROC")
+    detect.set_defaults(handler=run_detect)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from focalmix_lib.config import from_preset, parse_overrides
+    from focalmix_lib.predict import detect_run, evaluate_run
+    from focalmix_lib.train import train
+    from focalmix_lib.train_config import TrainConfig
+
+    named = {"labeled": args.labeled, "unlabeled": args.unlabeled, "steps": args.steps, "seed": args.seed}
+    overrides = {"data_dir": args.data, "method": args.method,
+                 **{k: v for k, v in named.items() if v is not None}, **parse_overrides(args.overrides)}
+    cfg = from_preset(TrainConfig, args.preset, **overrides)
+    status = train(cfg, args.out)
+    print(f"run {args.out}: {status}")
+    if status != "completed":
+        return 1
+    if args.detect:
+        print(f"predictions: {detect_run(args.out)}")
+        _print_froc(evaluate_run(args.out))
+    return 0
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    from focalmix_lib.predict import detect_run, evaluate_run
+
+    path = detect_run(args.run, args.data, args.out)
+    print(f"predictions: {path}")
+    if args.evaluate:
+        _print_froc(evaluate_run(args.run, args.data, predictions=path))
+    return 0
+
+
+def _print_froc(result) -> None:
+    points = "  ".join(f"{k}: {v:.3f}" for k, v in result.sensitivity_at.items())
+    print(f"CPM {result.cpm:.3f}  ({result.n_detected}/{result.n_nodules} nodules found)\nsensitivity at FP/scan  {points}")

@@ -1,0 +1,165 @@
+"""The training objective of one step: targets, MixUp, soft-target focal loss, box loss.
+
+One function serves every method of the paper's tables:
+
+* supervised (Table 1, "0 unlabeled"): labeled patches, hard anchor targets; the
+  soft-target focal loss then equals the focal loss;
+* supervised with MixUp (Table 4): the same patches, image- and object-level MixUp;
+* FocalMix: labeled + unlabeled patches; unlabeled targets from anchor-level target
+  prediction (K views, inverse transforms, average, sharpen); MixUp over the whole
+  batch; the soft-target focal loss on every anchor.
+
+Box regression is trained only where a real annotation stands behind the target:
+on the positive anchors of *labeled* patches, against their own annotations. With
+``l = max(lambda, 1 - lambda) >= 0.5`` a mixed patch is dominated by its own image, so
+its own nodules stay where the annotation says; the partner's nodules (weight <= 0.5)
+and predicted boxes of unlabeled patches get no box target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from focalmix_lib.detection.anchors import flatten_levels
+from focalmix_lib.detection.boxes import BoxCoder, nms_3d
+from focalmix_lib.detection.matching import build_targets
+from focalmix_lib.losses import box_regression_loss, soft_focal_loss
+from focalmix_lib.ssl.mixup import image_mixup, mixup_lambda, mixup_valid_mask, object_mixup
+from focalmix_lib.ssl.target_prediction import predict_anchor_targets
+from focalmix_lib.ssl.transforms import random_transforms
+from focalmix_lib.train_config import TrainConfig
+
+# Object MixUp takes at most this many confident predicted boxes per unlabeled patch.
+MAX_PREDICTED_OBJECTS = 4
+
+
+@dataclass(frozen=True)
+class LabeledTargets:
+    """Anchor targets of a labeled batch: ``cls`` (B, N) in {0, 1}, ``valid`` (B, N) bool,
+    ``box`` (B, N, 6) deltas, ``positive`` (B, N) bool."""
+
+    cls: Tensor
+    valid: Tensor
+    box: Tensor
+    positive: Tensor
+
+
+@dataclass(frozen=True)
+class StepLosses:
+    """The loss of one step and its parts (``total`` carries the gradient)."""
+
+    total: Tensor
+    labeled: float
+    unlabeled: float
+    box: float
+    unlabeled_weight: float
+    mixup_lambda: float
+
+
+def labeled_targets(anchors: Tensor, boxes: list[Tensor], coder: BoxCoder, positive_iou: float,
+                    negative_iou: float) -> LabeledTargets:
+    """Match every patch's annotated boxes (M_b, 6) to the anchors (N, 6)."""
+    per_patch = [build_targets(anchors, b.to(anchors), coder, positive_iou, negative_iou) for b in boxes]
+    return LabeledTargets(
+        cls=torch.stack([t.cls_target for t in per_patch]),
+        valid=torch.stack([t.valid for t in per_patch]),
+        box=torch.stack([t.box_target for t in per_patch]),
+        positive=torch.stack([t.positive for t in per_patch]),
+    )
+
+
+def unlabeled_weight(step: int, cfg: TrainConfig) -> float:
+    """Weight of the unlabeled loss: a linear ramp from 0 to ``unlabeled_weight`` over ``rampup_steps``."""
+    if cfg.rampup_steps <= 0:
+        return cfg.unlabeled_weight
+    return cfg.unlabeled_weight * min(1.0, step / cfg.rampup_steps)
+
+
+def classification_loss(logits: Tensor, targets: Tensor, valid: Tensor, cfg: TrainConfig) -> Tensor:
+    """Soft-target focal loss summed over valid anchors, divided by the (soft) positive count.
+
+    ``logits``, ``targets``, ``valid``: (B, N). As in RetinaNet the sum is normalised by
+    the number of positives; with soft targets that is their sum, at least 1.
+    """
+    loss = soft_focal_loss(logits, targets, cfg.alpha0, cfg.alpha1, cfg.gamma,
+                           soft_alpha=cfg.soft_alpha, soft_beta=cfg.soft_beta)
+    return (loss * valid).sum() / (targets * valid).sum().clamp_min(1.0)
+
+
+def confident_boxes(anchors: Tensor, probabilities: Tensor, threshold: float) -> list[Tensor]:
+    """Predicted objects of unlabeled patches for object MixUp.
+
+    ``probabilities`` (B, N): the averaged, sharpened anchor predictions. The anchors
+    above ``threshold`` (after NMS, at most :data:`MAX_PREDICTED_OBJECTS`) stand for
+    the predicted boxes. Returns per patch a (M_b, 6) tensor.
+    """
+    objects = []
+    for scores in probabilities:
+        above = torch.nonzero(scores > threshold).squeeze(1)
+        keep = nms_3d(anchors[above], scores[above], iou_threshold=0.1)[:MAX_PREDICTED_OBJECTS]
+        objects.append(anchors[above[keep]])
+    return objects
+
+
+def step_losses(
+    model: torch.nn.Module,
+    predict_logits: Callable[[Tensor], list[Tensor]],
+    anchors: Tensor,
+    coder: BoxCoder,
+    labeled_images: Tensor,
+    labeled_boxes: list[Tensor],
+    unlabeled_images: Tensor | None,
+    cfg: TrainConfig,
+    step: int,
+    generator: torch.Generator,
+    positive_iou: float,
+    negative_iou: float,
+) -> StepLosses:
+    """Losses of one training step (``cfg`` must be :meth:`TrainConfig.resolved`).
+
+    Shapes: ``labeled_images`` (B_l, 1, P, P, P), ``labeled_boxes`` B_l tensors (M_b, 6)
+    in patch voxels, ``unlabeled_images`` (B_u, 1, P, P, P) or None (supervised).
+    ``predict_logits`` is the classification branch used, without gradient, for target
+    prediction. ``generator`` draws every random choice of the step (views, lambda,
+    partners), so a step is reproducible from ``(seed, step)``.
+    """
+    n_labeled = labeled_images.shape[0]
+    targets = labeled_targets(anchors, labeled_boxes, coder, positive_iou, negative_iou)
+    images, soft_targets, valid = labeled_images, targets.cls, targets.valid
+    objects = list(labeled_boxes)
+    if unlabeled_images is not None:
+        views = random_transforms(cfg.augmentations, generator)
+        guessed = flatten_levels(predict_anchor_targets(predict_logits, unlabeled_images, views, cfg.temperature))
+        images = torch.cat([images, unlabeled_images])
+        soft_targets = torch.cat([soft_targets, guessed])
+        valid = torch.cat([valid, torch.ones_like(guessed, dtype=torch.bool)])
+        objects += confident_boxes(anchors, guessed, cfg.object_confidence)
+
+    lam = 1.0
+    if cfg.image_mixup:
+        lam = mixup_lambda(cfg.eta, generator)
+        permutation = torch.randperm(images.shape[0], generator=generator).to(images.device)
+        images, soft_targets = image_mixup(images, soft_targets, lam, permutation)
+        valid = mixup_valid_mask(valid, permutation)
+    if cfg.object_mixup:
+        lam = mixup_lambda(cfg.eta, generator) if not cfg.image_mixup else lam
+        images = object_mixup(images, objects, lam, generator)
+
+    output = model(images)
+    logits = flatten_levels(output.cls_logits).float()
+    deltas = flatten_levels(output.box_deltas).float()
+
+    loss_labeled = classification_loss(logits[:n_labeled], soft_targets[:n_labeled], valid[:n_labeled], cfg)
+    positive = targets.positive
+    box = box_regression_loss(deltas[:n_labeled][positive], targets.box[positive]).sum() / positive.sum().clamp_min(1)
+    total = loss_labeled + cfg.box_loss_weight * box
+    weight, loss_unlabeled = 0.0, torch.zeros((), device=logits.device)
+    if unlabeled_images is not None:
+        weight = unlabeled_weight(step, cfg)
+        loss_unlabeled = classification_loss(logits[n_labeled:], soft_targets[n_labeled:], valid[n_labeled:], cfg)
+        total = total + weight * loss_unlabeled
+    return StepLosses(total, float(loss_labeled), float(loss_unlabeled), float(box), weight, lam)

@@ -1,0 +1,112 @@
+"""The run folder: config.yaml, metrics.jsonl, checkpoints/, status, predictions.csv, froc.json.
+
+Everything here is written atomically, so an interrupted run leaves a folder from
+which the same command resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from focalmix_lib import atomic
+
+STATUSES = ("running", "completed", "diverged", "failed")
+_CHECKPOINT = re.compile(r"^step_(\d+)\.pt$")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    path: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.path / "predictions.csv"
+
+    @property
+    def froc_path(self) -> Path:
+        return self.path / "froc.json"
+
+    # --- status -----------------------------------------------------------------
+    def status(self) -> str | None:
+        """``None`` for a run that never started, else one of :data:`STATUSES`."""
+        path = self.path / "status"
+        return path.read_text(encoding="utf-8").split("\n", 1)[0].strip() if path.is_file() else None
+
+    def error(self) -> str:
+        """The message stored with a ``failed`` or ``diverged`` status ("" if none)."""
+        path = self.path / "status"
+        return path.read_text(encoding="utf-8").partition("\n")[2].strip() if path.is_file() else ""
+
+    def set_status(self, status: str, message: str = "") -> None:
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        atomic.write_text(self.path / "status", f"{status}\n{message}".rstrip("\n") + "\n")
+
+    # --- metrics ----------------------------------------------------------------
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text(encoding="utf-8").splitlines() if line]
+
+    def truncate_metrics(self, last_step: int) -> None:
+        """Drop lines logged after ``last_step`` (a resumed run logs them again)."""
+        kept = [m for m in self.read_metrics() if m["step"] <= last_step]
+        atomic.write_text(self.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
+
+    def append_metrics(self, records: list[dict[str, Any]]) -> None:
+        """Append records; the whole file is rewritten atomically (it stays small)."""
+        if not records:
+            return
+        old = self.metrics_path.read_text(encoding="utf-8") if self.metrics_path.is_file() else ""
+        atomic.write_text(self.metrics_path, old + "".join(json.dumps(r) + "\n" for r in records))
+
+    # --- checkpoints ------------------------------------------------------------
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """(step, path) of every checkpoint, oldest first."""
+        if not self.checkpoint_dir.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.checkpoint_dir.iterdir() if (m := _CHECKPOINT.match(p.name))]
+        return sorted(found)
+
+    def save_checkpoint(self, step: int, state: dict[str, Any], keep: int = 2) -> Path:
+        """Write ``checkpoints/step_<step>.pt`` atomically and keep the newest ``keep``."""
+        path = self.checkpoint_dir / f"step_{step:07d}.pt"
+        with atomic.atomic_path(path) as tmp:
+            torch.save(state, tmp)
+        for _, old in self.checkpoints()[:-keep]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def load_checkpoint(self, path: Path | None = None, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+        """Load the newest (or the given) checkpoint as data only (``weights_only=True``)."""
+        if path is None:
+            found = self.checkpoints()
+            if not found:
+                raise FileNotFoundError(f"{self.checkpoint_dir}: no checkpoint")
+            path = found[-1][1]
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def iter_runs(root: Path) -> Iterator[RunFolder]:
+    """Every run folder (a folder with config.yaml) below ``root``."""
+    for config in sorted(root.rglob("config.yaml")):
+        yield RunFolder(config.parent)

@@ -1,0 +1,235 @@
+"""One training engine for every run of the kit: supervised, with MixUp, and FocalMix.
+
+``train(cfg, run_dir)`` writes the run folder (config.yaml, metrics.jsonl,
+checkpoints/, status), resumes from the newest checkpoint when the folder already
+holds one, and ends with status ``completed``, ``diverged`` (a non-finite loss: the
+paper's "Fail"; the function returns normally so a grid goes on) or ``failed``.
+
+Every random choice of step ``t`` comes from generators seeded with ``(seed, t)``,
+and the model, optimiser and schedule states are checkpointed, so on the CPU a
+resumed run continues bit-identically. Launched by ``torchrun`` the same code trains
+with DistributedDataParallel: each process samples its own patches, rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from focalmix_lib.config import from_preset, load_yaml, save_yaml
+from focalmix_lib.data.dataset import Luna16Folder, PreprocessedScan, load_preprocessed
+from focalmix_lib.data.patches import sample_labeled_patch, sample_unlabeled_patch
+from focalmix_lib.data.splits import split_scans
+from focalmix_lib.detection.model import DetectorConfig, FPNDetector
+from focalmix_lib.objectives import step_losses
+from focalmix_lib.runs import RunFolder
+from focalmix_lib.train_config import TrainConfig
+
+LogCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The preprocessed scans a run samples patches from."""
+
+    labeled: list[PreprocessedScan]
+    unlabeled: list[PreprocessedScan]
+
+    @classmethod
+    def load(cls, cfg: TrainConfig, progress: bool = True) -> "TrainingData":
+        folder = Luna16Folder(cfg.data_dir)
+        split = split_scans(folder, cfg.test_subsets, cfg.labeled, cfg.unlabeled if cfg.method == "focalmix" else 0,
+                            cfg.split_seed)
+        cache = scan_cache_dir(cfg)
+        labeled = [load_preprocessed(folder.scan_path(uid), cfg.spacing_mm, folder.annotations, cache)
+                   for uid in tqdm(split.labeled, desc="labeled scans", disable=not progress, leave=False)]
+        unlabeled = [load_preprocessed(path, cfg.spacing_mm, None, cache)
+                     for path in tqdm(split.unlabeled, desc="unlabeled scans", disable=not progress, leave=False)]
+        return cls(labeled, unlabeled)
+
+
+def scan_cache_dir(cfg: TrainConfig) -> Path:
+    """Where preprocessed scans are cached (shared by every run on the same data)."""
+    return Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.data_dir) / ".cache"
+
+
+def build_model(cfg: TrainConfig) -> FPNDetector:
+    """The detector of a run, initialised from the run's seed."""
+    torch.manual_seed(cfg.seed)
+    return FPNDetector(from_preset(DetectorConfig, cfg.model_preset))
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def learning_rate_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to zero at ``steps``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def sample_batch(data: TrainingData, cfg: TrainConfig, rng: np.random.Generator
+                 ) -> tuple[Tensor, list[Tensor], Tensor | None]:
+    """Labeled patches (B_l, 1, P, P, P) with their boxes, and unlabeled patches (B_u, ...) or None."""
+    images, boxes = [], []
+    for index in rng.integers(len(data.labeled), size=cfg.batch_labeled):
+        patch, patch_boxes = sample_labeled_patch(data.labeled[index], cfg.patch_size, rng, cfg.positive_fraction)
+        images.append(patch)
+        boxes.append(torch.from_numpy(patch_boxes))
+    unlabeled = None
+    if cfg.method == "focalmix":
+        patches = [sample_unlabeled_patch(data.unlabeled[i], cfg.patch_size, rng)
+                   for i in rng.integers(len(data.unlabeled), size=cfg.batch_unlabeled)]
+        unlabeled = torch.from_numpy(np.stack(patches))[:, None]
+    return torch.from_numpy(np.stack(images))[:, None], boxes, unlabeled
+
+
+def prepare_run_folder(run: RunFolder, cfg: TrainConfig) -> None:
+    """Save config.yaml, or check that a resumed run asks for the same config.
+
+    Only ``steps`` (extending a run) and ``device`` may differ from the saved config.
+    """
+    if not run.config_path.is_file():
+        run.path.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, run.config_path)
+        return
+    saved = load_yaml(TrainConfig, run.config_path)
+    changed = [f.name for f in fields(cfg)
+               if f.name not in ("steps", "device") and getattr(saved, f.name) != getattr(cfg, f.name)]
+    if changed:
+        raise ValueError(f"{run.config_path}: this run folder was made with other values of {changed}; "
+                         f"use another --out folder, or the same settings to resume")
+    save_yaml(cfg, run.config_path)
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True, on_log: LogCallback | None = None) -> str:
+    """Train (or resume) the run in ``run_dir``; returns its final status.
+
+    ``on_log`` receives every metrics record as it is logged (notebooks draw live loss
+    curves with it). A ``KeyboardInterrupt`` leaves the folder resumable.
+    """
+    cfg = cfg.resolved()
+    run = RunFolder(Path(run_dir))
+    distributed = _init_distributed()
+    rank = dist.get_rank() if distributed else 0
+    if rank == 0:
+        prepare_run_folder(run, cfg)
+    found = run.checkpoints()
+    start = found[-1][0] if found else 0
+    if start >= cfg.steps and run.status() == "completed":
+        return "completed"
+
+    device = pick_device(cfg.device)
+    if distributed and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    model = build_model(cfg).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(s, cfg))
+    if found:
+        state = run.load_checkpoint(map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if rank == 0:
+            run.truncate_metrics(start)
+    detector = model
+    if distributed:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    if rank == 0:
+        run.set_status("running")
+
+    try:
+        data = TrainingData.load(cfg, progress=progress and rank == 0)
+        status = _train_loop(cfg, run, model, detector, optimizer, scheduler, data, start, device, rank,
+                             progress and rank == 0, on_log)
+    except KeyboardInterrupt:
+        raise
+    except Exception:
+        if rank == 0:
+            run.set_status("failed", traceback.format_exc())
+        raise
+    if rank == 0:
+        run.set_status(*status)
+    return status[0]
+
+
+def _train_loop(cfg: TrainConfig, run: RunFolder, model: torch.nn.Module, detector: FPNDetector,
+                optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                data: TrainingData, start: int, device: torch.device, rank: int, progress: bool,
+                on_log: LogCallback | None) -> tuple[str, str]:
+    anchors = detector.anchors((cfg.patch_size,) * 3, device)
+    use_amp = cfg.amp and device.type == "cuda"
+
+    def predict_logits(views: Tensor) -> list[Tensor]:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            return [logits.float() for logits in detector(views).cls_logits]
+
+    pending: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"{cfg.method} training",
+               disable=not progress)
+    for step in bar:
+        rng = np.random.default_rng([cfg.seed, step, rank])
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + rank)
+        labeled, boxes, unlabeled = sample_batch(data, cfg, rng)
+        labeled = labeled.to(device)
+        unlabeled = unlabeled.to(device) if unlabeled is not None else None
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            losses = step_losses(model, predict_logits, anchors, detector.box_coder, labeled, boxes, unlabeled,
+                                 cfg, step, generator, detector.config.positive_iou, detector.config.negative_iou)
+        if not torch.isfinite(losses.total):
+            if rank == 0:
+                run.append_metrics(pending)
+            return "diverged", f"non-finite loss ({float(losses.total)}) at step {step}"
+        optimizer.zero_grad(set_to_none=True)
+        losses.total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+
+        done = step + 1
+        if rank == 0 and (done % cfg.log_every == 0 or done == cfg.steps):
+            record = {
+                "step": done, "loss": float(losses.total), "loss_labeled": losses.labeled,
+                "loss_unlabeled": losses.unlabeled, "loss_box": losses.box,
+                "unlabeled_weight": losses.unlabeled_weight, "mixup_lambda": losses.mixup_lambda,
+                "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 3),
+            }
+            pending.append(record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if on_log is not None:
+                on_log(record)
+        if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            run.append_metrics(pending)
+            pending = []
+            run.save_checkpoint(done, {
+                "step": done, "model": detector.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+            })
+    return "completed", ""
+
+
+def _init_distributed() -> bool:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return True
