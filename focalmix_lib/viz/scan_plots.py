@@ -1,0 +1,148 @@
+"""Figures of scans for the teaching notebooks: axial slices with nodules, HU windows, anchors.
+
+Images are drawn in millimetres: a (H, W) axial slice with in-plane spacing (sy, sx)
+covers x in [-sx/2, (W - 1/2) sx] and y likewise (voxel centres at index * spacing),
+so a nodule of diameter d mm is drawn as a circle of radius d / 2 mm. Axial slices are
+shown as stored, row 0 at the top.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle, Rectangle
+from numpy.typing import NDArray
+
+from focalmix_lib.data.dataset import PreprocessedScan
+from focalmix_lib.data.scans import HU_MAX, HU_MIN
+from focalmix_lib.detection.matching import IGNORED
+
+# Display windows (low, high) in HU: lung (level -600, width 1500), mediastinum (level 40, width 400).
+LUNG_WINDOW = (-1350.0, 150.0)
+MEDIASTINAL_WINDOW = (-160.0, 240.0)
+HU_WINDOWS: dict[str, tuple[float, float]] = {"lung window": LUNG_WINDOW, "mediastinal window": MEDIASTINAL_WINDOW}
+
+
+def to_hu(volume: NDArray) -> NDArray[np.float32]:
+    """Inverse of ``normalize_hu`` on [0, 1]: ``HU = v (HU_MAX - HU_MIN) + HU_MIN`` (clipped values stay clipped)."""
+    return (np.asarray(volume, dtype=np.float32) * (HU_MAX - HU_MIN) + HU_MIN).astype(np.float32)
+
+
+def _extent_mm(shape_yx: Sequence[int], spacing_yx: Sequence[float]) -> tuple[float, float, float, float]:
+    """imshow extent (left, right, bottom, top) in mm with voxel centres at index * spacing."""
+    (h, w), (sy, sx) = shape_yx, spacing_yx
+    return (-sx / 2, (w - 0.5) * sx, (h - 0.5) * sy, -sy / 2)
+
+
+def show_slice(ax: plt.Axes, slice_hu: NDArray, spacing_yx: Sequence[float], window: tuple[float, float],
+               title: str) -> plt.Axes:
+    """Draw one axial slice (H, W) in HU through ``window`` on ``ax`` with mm axes."""
+    image = ax.imshow(slice_hu, cmap="gray", vmin=window[0], vmax=window[1],
+                      extent=_extent_mm(slice_hu.shape, spacing_yx), interpolation="nearest")
+    ax.set_xlabel("x (mm from the first voxel)")
+    ax.set_ylabel("y (mm from the first voxel)")
+    ax.set_title(title)
+    return image
+
+
+def nodule_slices(scan: PreprocessedScan, count: int) -> list[int]:
+    """Axial indices through the centres of up to ``count`` nodules (evenly spaced slices if none)."""
+    if len(scan.boxes):
+        centres = np.rint((scan.boxes[:, 0] + scan.boxes[:, 3]) / 2).astype(int)
+        return sorted(set(np.clip(centres, 0, scan.volume.shape[0] - 1).tolist()))[:count]
+    return np.linspace(0, scan.volume.shape[0] - 1, count + 2)[1:-1].round().astype(int).tolist()
+
+
+def plot_nodule_slices(scan: PreprocessedScan, count: int = 4, window: tuple[float, float] = LUNG_WINDOW) -> Figure:
+    """Axial slices through the scan's nodules, each nodule circled where its sphere cuts the slice.
+
+    The circle of a nodule of diameter d centred at depth c has radius sqrt((d/2)^2 - (z - c)^2)
+    on slice z (the cross-section of the sphere), in mm.
+    """
+    slices = nodule_slices(scan, count)
+    spacing = scan.geometry.spacing_zyx
+    hu = to_hu(scan.volume)
+    fig, axes = plt.subplots(1, len(slices), figsize=(4.2 * len(slices), 4.4), squeeze=False)
+    centres = (scan.boxes[:, :3] + scan.boxes[:, 3:]) / 2
+    for ax, z in zip(axes[0], slices):
+        show_slice(ax, hu[z], spacing[1:], window, f"slice z = {z} ({z * spacing[0]:.0f} mm)")
+        for (cz, cy, cx), diameter in zip(centres, scan.diameters_mm):
+            radius_sq = (diameter / 2) ** 2 - ((z - cz) * spacing[0]) ** 2
+            if radius_sq > 0:
+                ax.add_patch(Circle((cx * spacing[2], cy * spacing[1]), np.sqrt(radius_sq) + 1.5, fill=False,
+                                    color="red", lw=1.5))
+    fig.suptitle(f"Scan {scan.uid[-12:]}: {len(scan.boxes)} annotated nodules (red circles), "
+                 f"{spacing[0]:g} mm voxels, window {window[0]:.0f}..{window[1]:.0f} HU")
+    fig.tight_layout()
+    return fig
+
+
+def plot_hu_windows(slice_hu: NDArray, spacing_yx: Sequence[float],
+                    windows: Mapping[str, tuple[float, float]] = HU_WINDOWS) -> Figure:
+    """The same axial slice (H, W) in HU through each display window, side by side, with HU colour bars."""
+    fig, axes = plt.subplots(1, len(windows), figsize=(5.2 * len(windows), 4.6), squeeze=False)
+    for ax, (name, window) in zip(axes[0], windows.items()):
+        image = show_slice(ax, slice_hu, spacing_yx, window, f"{name}: {window[0]:.0f} to {window[1]:.0f} HU")
+        fig.colorbar(image, ax=ax, label="intensity (HU)", shrink=0.8)
+    fig.suptitle("One slice, two windows: the lung window shows parenchyma and nodules, "
+                 "the mediastinal window soft tissue")
+    fig.tight_layout()
+    return fig
+
+
+ANCHOR_STYLE = {"positive": ("limegreen", "-"), "ignored": ("orange", "--"), "negative": ("deepskyblue", ":")}
+
+
+def anchor_label_names(matched: NDArray) -> NDArray[np.str_]:
+    """'positive' / 'ignored' / 'negative' for the matcher's output (annotation index, IGNORED, NEGATIVE)."""
+    return np.where(matched >= 0, "positive", np.where(matched == IGNORED, "ignored", "negative"))
+
+
+def plot_anchor_labels(patch: NDArray, anchors: NDArray, matched: NDArray, gt_box: NDArray,
+                       level_sizes: Sequence[int], strides: Sequence[int], spacing_mm: float) -> Figure:
+    """Paper Figure 1a: the anchors around an annotation, coloured by their training label.
+
+    ``patch`` (P, P, P) in [0, 1]; ``anchors`` (N, 6) and ``matched`` (N,) from
+    ``match_anchors``; ``gt_box`` (6,); ``level_sizes`` anchors per FPN level (in
+    anchor order). One panel per level, on the axial slice through the box centre:
+    every anchor whose cube contains that slice and overlaps the annotation is drawn as
+    a square (positive green, ignored orange); negatives show as small dots at their
+    centres (their squares would cover the image). Counts in the legend are over the
+    whole 3D patch.
+    """
+    names = anchor_label_names(np.asarray(matched))
+    level_of = np.repeat(np.arange(len(level_sizes)), level_sizes)
+    z = int(round((gt_box[0] + gt_box[3]) / 2))
+    fig, axes = plt.subplots(1, len(level_sizes), figsize=(5.4 * len(level_sizes), 5.2), squeeze=False)
+    spans_slice = (anchors[:, 0] <= z) & (anchors[:, 3] >= z)
+    overlaps = np.all((anchors[:, 3:] > gt_box[:3]) & (anchors[:, :3] < gt_box[3:]), axis=1)
+    for level, (ax, stride) in enumerate(zip(axes[0], strides)):
+        show_slice(ax, to_hu(patch[z]), (spacing_mm, spacing_mm), LUNG_WINDOW,
+                   f"FPN level {level} (stride {stride} voxels = {stride * spacing_mm:g} mm)")
+        on_level = level_of == level
+        for name, (color, style) in ANCHOR_STYLE.items():
+            chosen = on_level & (names == name)
+            count = int(chosen.sum())
+            label = f"{name}: {count} anchors"
+            if name == "negative":
+                centre = (anchors[:, :3] + anchors[:, 3:]) / 2
+                near = chosen & (np.abs(centre[:, 0] - z) <= stride / 2)
+                ax.scatter(centre[near, 2] * spacing_mm, centre[near, 1] * spacing_mm, s=4, color=color, label=label)
+                continue
+            for i, box in enumerate(anchors[chosen & spans_slice & overlaps]):
+                ax.add_patch(Rectangle((box[2] * spacing_mm, box[1] * spacing_mm), (box[5] - box[2]) * spacing_mm,
+                                       (box[4] - box[1]) * spacing_mm, fill=False, color=color, ls=style, lw=1.2,
+                                       label=label if i == 0 else None))
+            if not (chosen & spans_slice & overlaps).any():
+                ax.plot([], [], color=color, ls=style, label=label)
+        ax.add_patch(Rectangle((gt_box[2] * spacing_mm, gt_box[1] * spacing_mm), (gt_box[5] - gt_box[2]) * spacing_mm,
+                               (gt_box[4] - gt_box[1]) * spacing_mm, fill=False, color="red", lw=2.0,
+                               label="annotation"))
+        ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
+    fig.suptitle("Anchor labels of one annotation (Figure 1a): IoU >= positive threshold or best anchor -> "
+                 "positive, IoU < negative threshold -> negative, else ignored")
+    fig.tight_layout()
+    return fig
