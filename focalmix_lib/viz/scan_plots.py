@@ -142,7 +142,7 @@ def plot_anchor_labels(patch: NDArray, anchors: NDArray, matched: NDArray, gt_bo
                                (gt_box[4] - gt_box[1]) * spacing_mm, fill=False, color="red", lw=2.0,
                                label="annotation"))
         ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
-    fig.suptitle("Anchor labels of one annotation (Figure 1a): IoU >= positive threshold or best anchor -> "
-                 "positive, IoU < negative threshold -> negative, else ignored")
+    fig.suptitle("Anchor labels of one annotation (Figure 1a)\npositive: IoU >= positive threshold or the best "
+                 "anchor; negative: IoU < negative threshold; ignored: in between")
     fig.tight_layout()
     return fig

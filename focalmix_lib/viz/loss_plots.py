@@ -1,0 +1,148 @@
+"""Figures of the focal and soft-target focal losses (notebook 02).
+
+Every curve is computed by :mod:`focalmix_lib.losses` itself (from logits
+``z = logit(p)``), so the figures show the kit's loss, not a re-derivation of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from focalmix_lib.losses import focal_loss, soft_focal_loss
+
+# The four rows of the paper's Table 3a: (name, soft_alpha, soft_beta).
+SFL_VARIANTS: tuple[tuple[str, bool, bool], ...] = (
+    ("SFL (soft alpha, soft beta)", True, True),
+    ("without soft alpha", False, True),
+    ("without soft beta", True, False),
+    ("without both", False, False),
+)
+P_GRID = np.linspace(0.001, 0.999, 400)
+
+
+def sfl_values(y: float | np.ndarray, p: np.ndarray, alpha0: float, alpha1: float, gamma: float,
+               soft_alpha: bool = True, soft_beta: bool = True) -> np.ndarray:
+    """``soft_focal_loss`` at probabilities ``p`` (float64; ``y`` broadcast against ``p``)."""
+    p_t = torch.as_tensor(np.asarray(p, dtype=np.float64))
+    y_t = torch.as_tensor(np.broadcast_to(np.asarray(y, dtype=np.float64), p_t.shape).copy())
+    return soft_focal_loss(torch.logit(p_t), y_t, alpha0, alpha1, gamma, soft_alpha, soft_beta).numpy()
+
+
+def plot_focal_curves(gammas: Sequence[float] = (0.0, 0.5, 1.0, 2.0, 5.0)) -> Figure:
+    """RetinaNet's Figure 1: FL(p_t) = -(1 - p_t)^gamma log p_t against p_t (alpha = 1); gamma = 0 is CE."""
+    p = torch.as_tensor(P_GRID, dtype=torch.float64)
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for gamma in gammas:
+        loss = focal_loss(torch.logit(p), torch.ones_like(p), 1.0, 1.0, gamma).numpy()
+        ax.plot(P_GRID, loss, label=f"gamma = {gamma:g}" + (" (cross-entropy)" if gamma == 0 else ""))
+    ax.axvspan(0.6, 1.0, color="grey", alpha=0.12, label="well-classified examples")
+    ax.set_xlabel("probability of the ground-truth class p_t")
+    ax.set_ylabel("loss (nats)")
+    ax.set_ylim(0, 5)
+    ax.set_title("Focal loss down-weights easy examples: FL = -(1 - p_t)^gamma log p_t")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def sfl_surface(alpha0: float = 0.25, alpha1: float = 0.75, gamma: float = 2.0, samples: int = 60):
+    """Plotly surface of SFL(y, p) (eq. 9) over soft targets y in [0, 1] and predictions p in (0, 1)."""
+    import plotly.graph_objects as go
+
+    y = np.linspace(0.0, 1.0, samples)
+    p = np.linspace(0.005, 0.995, samples)
+    yy, pp = np.meshgrid(y, p, indexing="ij")
+    loss = sfl_values(yy, pp, alpha0, alpha1, gamma)
+    fig = go.Figure(go.Surface(x=p, y=y, z=loss, colorscale="Viridis", colorbar={"title": "SFL (nats)"}))
+    fig.update_layout(
+        title=f"Soft-target focal loss, alpha0 = {alpha0:g}, alpha1 = {alpha1:g}, gamma = {gamma:g}: "
+              "zero along p = y",
+        scene={"xaxis_title": "prediction p", "yaxis_title": "soft target y", "zaxis_title": "SFL (nats)"},
+        width=760, height=560, margin={"l": 0, "r": 0, "b": 0, "t": 50},
+    )
+    return fig
+
+
+def plot_alpha_beta_terms(alpha0: float = 0.25, alpha1: float = 0.75, gamma: float = 2.0,
+                          y: float = 0.3) -> Figure:
+    """The weight alpha(y) and the modulating factor beta(y, p), soft vs hardened (Table 3a's switches)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.3))
+    ys = np.linspace(0.0, 1.0, 201)
+    left.plot(ys, alpha0 + ys * (alpha1 - alpha0), label="soft: alpha0 + y (alpha1 - alpha0)")
+    left.plot(ys, np.where(ys >= 0.5, alpha1, alpha0), ls="--", label="hardened: alpha of round(y)")
+    left.set_xlabel("soft target y")
+    left.set_ylabel("class weight alpha (unitless)")
+    left.set_title("alpha term")
+    left.legend()
+    hard = 1.0 if y >= 0.5 else 0.0
+    right.plot(P_GRID, np.abs(y - P_GRID) ** gamma, label=f"soft: |y - p|^gamma, y = {y:g}")
+    right.plot(P_GRID, np.abs(hard - P_GRID) ** gamma, ls="--", label=f"hardened: |{hard:g} - p|^gamma")
+    right.axvline(y, color="grey", lw=0.8)
+    right.set_xlabel("prediction p")
+    right.set_ylabel("modulating factor beta (unitless)")
+    right.set_title(f"beta term (gamma = {gamma:g}): the soft factor vanishes at p = y")
+    right.legend()
+    fig.suptitle("The two factors that the soft-target focal loss makes soft")
+    fig.tight_layout()
+    return fig
+
+
+def plot_sfl_variants(alpha0: float = 0.25, alpha1: float = 0.75, gamma: float = 2.0,
+                      targets: Sequence[float] = (0.0, 0.3, 0.7, 1.0)) -> Figure:
+    """The four Table 3a variants side by side: loss against p for several soft targets y.
+
+    Only the soft variant has its minimum at p = y for every y; the hardened beta puts a
+    zero of the factor at p = round(y) instead, pulling predictions away from the soft target.
+    """
+    fig, axes = plt.subplots(1, len(SFL_VARIANTS), figsize=(4.2 * len(SFL_VARIANTS), 4.0), sharey=True)
+    for ax, (name, soft_alpha, soft_beta) in zip(axes, SFL_VARIANTS):
+        for y in targets:
+            ax.plot(P_GRID, sfl_values(y, P_GRID, alpha0, alpha1, gamma, soft_alpha, soft_beta), label=f"y = {y:g}")
+        ax.set_title(name)
+        ax.set_xlabel("prediction p")
+        ax.set_yscale("log")
+        ax.set_ylim(1e-5, 5)
+    axes[0].set_ylabel("loss (nats, log scale)")
+    axes[0].legend()
+    fig.suptitle(f"Table 3a variants (alpha0 = {alpha0:g}, alpha1 = {alpha1:g}, gamma = {gamma:g})")
+    fig.tight_layout()
+    return fig
+
+
+def plot_sfl_at(alpha0: float, alpha1: float, gamma: float, y: float) -> Figure:
+    """All four variants at one soft target ``y``, against p (the state of the explorer's sliders)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for name, soft_alpha, soft_beta in SFL_VARIANTS:
+        ax.plot(P_GRID, sfl_values(y, P_GRID, alpha0, alpha1, gamma, soft_alpha, soft_beta), label=name)
+    ax.axvline(y, color="grey", lw=0.8, label="p = y")
+    ax.set_xlabel("prediction p")
+    ax.set_ylabel("loss (nats)")
+    ax.set_title(f"y = {y:.2f}, alpha0 = {alpha0:.2f}, alpha1 = {alpha1:.2f}, gamma = {gamma:.1f}")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def sfl_explorer(alpha0: float = 0.25, alpha1: float = 0.75, gamma: float = 2.0, y: float = 0.3):
+    """ipywidgets sliders for alpha0, alpha1, gamma and y that redraw :func:`plot_sfl_at`.
+
+    Returns the ``ipywidgets.interactive`` box; it draws its initial state when built
+    (in Jupyter; under papermill the widget is built, and the figure stays in its state).
+    """
+    import ipywidgets as widgets
+
+    def draw(alpha0: float, alpha1: float, gamma: float, y: float) -> None:
+        plt.show(plot_sfl_at(alpha0, alpha1, gamma, y))
+
+    return widgets.interactive(
+        draw,
+        alpha0=widgets.FloatSlider(value=alpha0, min=0.0, max=1.0, step=0.05, description="alpha0"),
+        alpha1=widgets.FloatSlider(value=alpha1, min=0.0, max=1.0, step=0.05, description="alpha1"),
+        gamma=widgets.FloatSlider(value=gamma, min=0.0, max=5.0, step=0.25, description="gamma"),
+        y=widgets.FloatSlider(value=y, min=0.0, max=1.0, step=0.05, description="target y"),
+    )
