@@ -56,6 +56,7 @@ class BDCLConfig:
     classifier_epochs: int = 20
     batch_size: int = 64
     lr: float = 1e-3
+    temperature_lr: float = 1e-2    # TDL's temperatures move slowly at the network's rate
     temperature: float = 0.1        # SupCon temperature; TDL's initial value
     min_temperature: float = 0.02   # TDL's floor: tau_c = min + softplus(theta_c)
     focal_gamma: float = 2.0
@@ -292,8 +293,10 @@ def train_two_stage(patches: Tensor, labels: Tensor, num_classes: int, variant: 
     rng = torch.Generator().manual_seed(seed)
     net = CandidateNet(patches.shape[1], num_classes, config.width, config.projection_dim)
     contrastive, is_contrastive = _make_stage1_loss(variant, num_classes, config)
-    params = list(net.parameters()) + (list(contrastive.parameters()) if contrastive is not None else [])
-    optimizer = torch.optim.Adam(params, lr=config.lr)
+    groups = [{"params": list(net.parameters()), "lr": config.lr}]
+    if contrastive is not None and list(contrastive.parameters()):
+        groups.append({"params": list(contrastive.parameters()), "lr": config.temperature_lr})
+    optimizer = torch.optim.Adam(groups)
     history: dict[str, list[float]] = {"stage1_loss": [], "stage2_loss": []}
     supervised: Callable[[Tensor, Tensor], Tensor] = (
         (lambda lo, y: focal_loss(lo, y, config.focal_gamma)) if variant == "Focal" else F.cross_entropy)
