@@ -100,7 +100,7 @@ def confident_boxes(anchors: Tensor, probabilities: Tensor, threshold: float) ->
     objects = []
     for scores in probabilities:
         above = torch.nonzero(scores > threshold).squeeze(1)
-        keep = nms_3d(anchors[above], scores[above], iou_threshold=0.1)[:MAX_PREDICTED_OBJECTS]
+        keep = nms_3d(anchors[above], scores[above], iou_threshold=0.1, max_kept=MAX_PREDICTED_OBJECTS)
         objects.append(anchors[above[keep]])
     return objects
 

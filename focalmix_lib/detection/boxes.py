@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -72,35 +71,31 @@ class BoxCoder:
         return torch.cat([centres - sides / 2, centres + sides / 2], dim=-1)
 
 
-def nms_3d(boxes: Tensor, scores: Tensor, iou_threshold: float, block_pairs: int = 1_000_000) -> Tensor:
+def nms_3d(boxes: Tensor, scores: Tensor, iou_threshold: float, max_kept: int | None = None) -> Tensor:
     """Greedy non-maximum suppression of 3D boxes.
 
     Visits boxes by decreasing score (ties: lower index first); keeps a box unless a
-    box kept before it overlaps it with IoU above ``iou_threshold``. Shapes:
-    ``boxes (K, 6)``, ``scores (K,)`` -> kept indices ``(K',)`` long, by decreasing score.
+    box kept before it overlaps it with IoU above ``iou_threshold``; stops after
+    ``max_kept`` boxes (None: no limit). Shapes: ``boxes (K, 6)``, ``scores (K,)`` ->
+    kept indices ``(K',)`` long, by decreasing score.
 
-    The IoUs of every (earlier, later) pair are computed in blocks of about
-    ``block_pairs`` and only the overlapping pairs are stored, so the greedy pass is
-    a cheap loop over a sparse list and memory stays bounded for large K.
+    Each kept box suppresses the remaining boxes in one vectorised IoU row, so the
+    cost is O(K' K): whole-scan inference, which keeps about 100 of tens of
+    thousands of window candidates, never builds the K x K IoU matrix.
     """
     count = boxes.shape[0]
     order = torch.argsort(scores, descending=True, stable=True)
     ranked = boxes[order]
-    rows_per_block = max(1, block_pairs // max(count, 1))
-    firsts, seconds = [], []
-    for start in range(0, count, rows_per_block):
-        block = box_iou(ranked[start:start + rows_per_block], ranked[start:]) > iou_threshold
-        first, second = torch.nonzero(block, as_tuple=True)
-        later = second > first
-        firsts.append((first[later] + start).cpu())
-        seconds.append((second[later] + start).cpu())
-    first = torch.cat(firsts).numpy() if firsts else np.zeros(0, dtype=np.int64)
-    second = torch.cat(seconds).numpy() if seconds else np.zeros(0, dtype=np.int64)
-    bounds = np.searchsorted(first, np.arange(count + 1))  # pairs of rank i: second[bounds[i]:bounds[i+1]]
-    suppressed = np.zeros(count, dtype=bool)
-    kept = []
-    for rank in range(count):
-        if not suppressed[rank]:
-            kept.append(rank)
-            suppressed[second[bounds[rank]:bounds[rank + 1]]] = True
+    alive = torch.ones(count, dtype=torch.bool, device=boxes.device)
+    limit = count if max_kept is None else min(count, max_kept)
+    kept: list[int] = []
+    rank = 0
+    while len(kept) < limit:
+        kept.append(rank)
+        rest = ranked[rank + 1:]
+        alive[rank + 1:] &= box_iou(ranked[rank:rank + 1], rest)[0] <= iou_threshold
+        following = torch.nonzero(alive[rank + 1:])
+        if following.numel() == 0:
+            break
+        rank += 1 + int(following[0])
     return order[torch.as_tensor(kept, dtype=torch.long, device=order.device)]

@@ -91,7 +91,7 @@ def detect_volume(
     centres, _ = box_centres_sides(boxes)
     inside = ((centres >= -0.5) & (centres < torch.tensor(volume.shape, dtype=centres.dtype) - 0.5)).all(dim=1)
     boxes, scores = boxes[inside], scores[inside]
-    keep = nms_3d(boxes, scores, nms_iou)[:max_detections]
+    keep = nms_3d(boxes, scores, nms_iou, max_kept=max_detections)
     return boxes[keep].numpy().astype(np.float32), scores[keep].numpy().astype(np.float32)
 
 
