@@ -1,0 +1,41 @@
+"""``focalmix reproduce``: the teaching notebooks, the paper's ablation grid and its tables."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from focalmix_lib.reproduce_grid import TABLES
+
+    parser = subparsers.add_parser(
+        "reproduce", help="run the paper's ablation grid through papermill and write its tables",
+        description="Make the profile's phantoms (unless --data), execute chapters 00-06 once, then every run of "
+                    "the paper's tables (notebook 05 per run, deduplicated, resumable) and write OUT/tables.md, "
+                    ".csv, .html and figure3.png with the paper's numbers beside the kit's.",
+    )
+    parser.add_argument("--profile", choices=("quick", "standard", "paper"), default="quick")
+    parser.add_argument("--out", default="reports", help="output folder (default: reports)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per cell: mean ± std (default 1)")
+    parser.add_argument("--shard", help="run only shard i of n (0 <= i < n), e.g. $SLURM_ARRAY_TASK_ID/4")
+    parser.add_argument("--only", default=",".join(TABLES),
+                        help=f"comma-separated tables (default: all of {','.join(TABLES)})")
+    parser.add_argument("--collect", action="store_true",
+                        help="run nothing: read every run folder (all shards) and write the tables")
+    parser.add_argument("--data", help="LUNA16-layout folder (default: the profile's phantoms in OUT/data)")
+    parser.add_argument("--no-chapters", dest="chapters", action="store_false",
+                        help="skip executing the teaching notebooks 00-06")
+    parser.set_defaults(handler=run_reproduce)
+
+
+def run_reproduce(args: argparse.Namespace) -> int:
+    from focalmix_lib.reproduce import reproduce
+    from focalmix_lib.reproduce_grid import parse_shard
+
+    only = tuple(t.strip() for t in args.only.split(",") if t.strip())
+    shard = parse_shard(args.shard) if args.shard else None
+    tables = reproduce(args.profile, args.out, seeds=args.seeds, shard=shard, only=only, collect=args.collect,
+                       data=args.data, chapters=args.chapters)
+    print(f"tables: {tables}" if tables else f"shard {args.shard} done; when every shard has finished run: "
+          f"focalmix reproduce --profile {args.profile} --out {args.out} --seeds {args.seeds} --collect")
+    return 0

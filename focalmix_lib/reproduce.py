@@ -1,0 +1,234 @@
+"""``focalmix reproduce``: the teaching notebooks, then the paper's ablation grid, then the tables.
+
+Layout of the output folder (``--out reports``)::
+
+    reports/data/                   the profile's phantoms (unless --data is given)
+    reports/notebooks/<chapter>/    chapters 00-06 executed once (papermill)
+    reports/runs/<run-id>/          one grid run: 05_train.ipynb (executed), config.yaml,
+                                    metrics.jsonl, checkpoints/, status, predictions.csv,
+                                    froc.json/.png/.html, outcome.json (time, machine, error)
+    reports/tables.md|.csv|.html, reports/figure3.png
+
+Each run is notebook 05 executed by papermill (:func:`notebook_executor`); tests put
+a fast fake in its place. A run counts as finished when its status is ``completed``
+with a froc.json, or ``diverged`` (the paper's "Fail"): reruns skip both. A failed run
+(an exception in the notebook) is recorded with its error and retried by the next
+invocation; an interrupted one resumes from its checkpoint (``train`` does that).
+Neither stops the grid.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from focalmix_lib import atomic
+from focalmix_lib.reproduce_grid import PROFILES, TABLES, GridRun, build_grid, shard_runs
+from focalmix_lib.runs import RunFolder
+
+# (run folder, notebook-05 parameters) -> the executed notebook. Raises when the notebook fails.
+RunExecutor = Callable[[Path, dict[str, Any]], Path]
+CHAPTERS = ("00", "01", "02", "03", "04", "05", "06")
+RUN_NOTEBOOK = "05_train.ipynb"
+
+
+@dataclass(frozen=True)
+class ReproducePaths:
+    out: Path
+    data: Path
+
+    @property
+    def runs(self) -> Path:
+        return self.out / "runs"
+
+    @property
+    def notebooks(self) -> Path:
+        return self.out / "notebooks"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs / run_id
+
+
+def notebook_executor(run_dir: Path, parameters: dict[str, Any]) -> Path:
+    """Execute notebooks/05_train.ipynb with ``parameters`` into ``run_dir`` (papermill)."""
+    from focalmix_lib.notebooks import run_notebook
+
+    return run_notebook(RUN_NOTEBOOK, run_dir, parameters)
+
+
+def machine_description() -> dict[str, Any]:
+    """CPU model, core count, GPU name, torch and Python versions of this machine."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def ensure_data(profile: str, out: Path, data: Path | None, progress: bool = True) -> Path:
+    """The data folder of the grid: ``data`` as given, else the profile's phantoms in ``out/data``.
+
+    Phantom generation is deterministic (seed 0), so every shard that makes them makes
+    the same files; a folder already holding annotations.csv is reused.
+    """
+    if data is not None:
+        return data.resolve()
+    from focalmix_lib.data.phantoms import make_phantoms, profile_from_name
+
+    folder = (out / "data").resolve()
+    if not (folder / "annotations.csv").is_file():
+        make_phantoms(folder, profile_from_name(profile, **PROFILES[profile].phantoms), seed=0, progress=progress,
+                      force=True)
+    return folder
+
+
+def run_parameters(run: GridRun, profile: str, paths: ReproducePaths) -> dict[str, Any]:
+    """Notebook 05's parameters for one grid run (absolute paths: the kernel works in the repository)."""
+    run_dir = str(paths.run_dir(run.run_id).resolve())
+    overrides = {k: list(v) if isinstance(v, tuple) else v for k, v in run.overrides.items()}
+    return {"quick": False, "preset": profile, "data_dir": str(paths.data), "run_dir": run_dir,
+            "output_dir": run_dir, "method": run.method, "overrides": overrides, "seed": run.seed,
+            "detect": True, "evaluate": True, "live_plot": False}
+
+
+def run_finished(folder: RunFolder) -> bool:
+    """Completed with a froc.json, or diverged: nothing left to do for this run."""
+    status = folder.status()
+    return status == "diverged" or (status == "completed" and folder.froc_path.is_file())
+
+
+def execute_run(run: GridRun, profile: str, paths: ReproducePaths, executor: RunExecutor) -> dict[str, Any]:
+    """Execute one grid run unless it is finished; write and return its outcome.json record.
+
+    The record holds ``status`` (completed | diverged | failed | skipped), ``error``
+    (the notebook's exception or the run's own message), ``seconds`` (summed over
+    every attempt) and ``machine``.
+    """
+    run_dir = paths.run_dir(run.run_id)
+    folder = RunFolder(run_dir)
+    if run_finished(folder):
+        return {"run_id": run.run_id, "status": "skipped"}
+    outcome_path = run_dir / "outcome.json"
+    earlier = _read_json(outcome_path).get("seconds", 0.0) if outcome_path.is_file() else 0.0
+    started = time.perf_counter()
+    error = ""
+    try:
+        executor(run_dir, run_parameters(run, profile, paths))
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # a failing run is reported, the grid goes on
+        error = _short_error(exc)
+    status = folder.status()
+    if status == "diverged":
+        outcome, error = "diverged", folder.error()
+    elif status == "completed" and folder.froc_path.is_file() and not error:
+        outcome = "completed"
+    else:
+        outcome = "failed"
+        error = error or folder.error() or f"notebook ended with run status {status!r} and no froc.json"
+    record = {"run_id": run.run_id, "status": outcome, "error": error,
+              "seconds": round(earlier + time.perf_counter() - started, 2), "machine": machine_description()}
+    atomic.write_json(outcome_path, record)
+    return record
+
+
+def run_chapters(profile: str, paths: ReproducePaths, runner: Callable[..., Path] | None = None
+                 ) -> list[dict[str, Any]]:
+    """Execute chapters 00-06 once (into ``out/notebooks/<chapter>/``), quick-sized for the quick profile.
+
+    A chapter that already ran to the end is skipped; a failing one is recorded in
+    ``out/notebooks/outcomes.json`` and the others still run.
+    """
+    import papermill
+
+    from focalmix_lib.notebooks import NOTEBOOK_DIR, run_notebook
+
+    runner = runner or run_notebook
+    scale = PROFILES[profile]
+    chapter_run = paths.notebooks / "05_train" / "run"
+    outcomes_path = paths.notebooks / "outcomes.json"
+    outcomes = _read_json(outcomes_path) if outcomes_path.is_file() else {}
+    notebooks = sorted(p for p in NOTEBOOK_DIR.glob("0*_*.ipynb") if p.name[:2] in CHAPTERS)
+    for source in notebooks:
+        if outcomes.get(source.stem, {}).get("status") == "completed":
+            continue
+        out_dir = paths.notebooks / source.stem
+        wanted = {"quick": scale.smoke, "output_dir": str(out_dir.resolve()), "data_dir": str(paths.data), "seed": 0,
+                  "run_dir": str(chapter_run.resolve()), "preset": profile, "live_plot": False,
+                  "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in scale.overrides.items()}}
+        declared = papermill.inspect_notebook(str(source))
+        started = time.perf_counter()
+        try:
+            runner(source.name, out_dir, {k: v for k, v in wanted.items() if k in declared})
+            outcomes[source.stem] = {"status": "completed", "error": ""}
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            outcomes[source.stem] = {"status": "failed", "error": _short_error(exc)}
+        outcomes[source.stem].update(notebook=f"notebooks/{source.stem}/{source.name}",
+                                     seconds=round(time.perf_counter() - started, 2))
+        atomic.write_json(outcomes_path, outcomes)
+    return [dict(outcomes[p.stem], chapter=p.stem) for p in notebooks if p.stem in outcomes]
+
+
+def reproduce(profile: str, out: str | Path, *, seeds: int = 1, shard: tuple[int, int] | None = None,
+              only: tuple[str, ...] = TABLES, collect: bool = False, data: str | Path | None = None,
+              chapters: bool = True, executor: RunExecutor = notebook_executor, progress: bool = True
+              ) -> Path | None:
+    """The whole reproduction: data, chapters 00-06, the grid (or one shard of it), the tables.
+
+    Returns the path of tables.md, or ``None`` for a shard (run ``--collect`` once
+    every shard has finished). ``collect=True`` only reads the run folders and writes
+    the tables.
+    """
+    from tqdm.auto import tqdm
+
+    from focalmix_lib.reproduce_tables import write_tables
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(data).resolve() if data is not None else None
+    if collect:  # only reads: the data folder is needed for the paper profile's pool size
+        paths = ReproducePaths(out, data_dir or (out / "data").resolve())
+    else:
+        paths = ReproducePaths(out, ensure_data(profile, out, data_dir, progress))
+    cells, runs = build_grid(profile, paths.data, seeds, only)
+    if not collect:
+        if chapters and (shard is None or shard[0] == 0):
+            run_chapters(profile, paths)
+        mine = shard_runs(runs, shard) if shard else runs
+        bar = tqdm(mine, desc=f"{profile} grid", unit="run", disable=not progress)
+        for run in bar:
+            bar.set_postfix_str(run.run_id)
+            record = execute_run(run, profile, paths, executor)
+            if record["status"] not in ("completed", "skipped"):
+                bar.write(f"{run.run_id}: {record['status']}: {record['error'].splitlines()[0] if record['error'] else ''}")
+        if shard is not None:
+            return None
+    return write_tables(profile, out, cells, runs, seeds)
+
+
+def _short_error(exc: BaseException) -> str:
+    """The exception's type and message (papermill's carries the notebook traceback's last line)."""
+    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    if ename:
+        return f"{ename}: {evalue}"
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8"))

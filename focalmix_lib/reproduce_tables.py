@@ -1,0 +1,330 @@
+"""The reproduction report: the paper's tables with the kit's numbers beside them.
+
+``write_tables`` reads every run folder of the grid (whichever shard or machine ran
+it) and writes ``tables.md``, ``tables.csv`` (long format: one metric of one row a
+line), ``tables.html`` and ``figure3.png``. Kit numbers are CPM / sensitivity in
+percent, mean +- standard deviation (ddof = 1) over seeds; a diverged run is "Fail"
+as in the paper. Each paper effect is checked seed by seed (:data:`EFFECTS`).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from focalmix_lib import atomic
+from focalmix_lib.reproduce_grid import FP_KEYS, PROFILES, Cell, GridRun
+from focalmix_lib.runs import RunFolder
+
+TITLES = {
+    "table1": "Table 1: main results (recall at 1/8 ... 8 FPs per scan and CPM)",
+    "table3a": "Table 3a: soft-target focal loss ablation (100 labeled + 400 unlabeled, no MixUp)",
+    "table3b": "Table 3b: augmentations K in anchor-level target prediction (100 + 400)",
+    "table3c": "Table 3c: image- and object-level MixUp (100 + 400)",
+    "table4": "Table 4: all labeled data and the largest unlabeled pool",
+    "figure3": "Figure 3: CPM against the size of the unlabeled pool (100 labeled; the paper gives no numbers)",
+}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run folder says: status (completed | diverged | failed | pending), CPM, recalls, time."""
+
+    run_id: str
+    status: str
+    cpm: float | None = None  # percent
+    sensitivity: dict[str, float] | None = None  # percent, keyed by FP_KEYS
+    error: str = ""
+    seconds: float | None = None
+    machine: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Effect:
+    """A paper effect: ``better`` beats ``worse`` (CPM) seed by seed; or ``diverges`` fails in every seed."""
+
+    name: str
+    better: tuple[str, str]
+    worse: tuple[str, str] | None = None
+
+
+EFFECTS = (
+    Effect("SSL gain at 25 labeled", ("table1", "25 labeled + 400 unlabeled"), ("table1", "25 labeled + 0 unlabeled")),
+    Effect("SSL gain at 50 labeled", ("table1", "50 labeled + 400 unlabeled"), ("table1", "50 labeled + 0 unlabeled")),
+    Effect("SSL gain at 100 labeled", ("table1", "100 labeled + 400 unlabeled"),
+           ("table1", "100 labeled + 0 unlabeled")),
+    Effect("soft alpha helps", ("table3a", "SFL"), ("table3a", "SFL w/o soft alpha")),
+    Effect("soft beta helps", ("table3a", "SFL"), ("table3a", "SFL w/o soft beta")),
+    Effect("SFL without soft alpha and beta diverges", ("table3a", "SFL w/o soft alpha and beta")),
+    Effect("K = 4 beats K = 1", ("table3b", "K = 4"), ("table3b", "K = 1")),
+    Effect("image MixUp helps", ("table3c", "image MixUp"), ("table3c", "no MixUp")),
+    Effect("object MixUp adds to image MixUp", ("table3c", "image + object MixUp"), ("table3c", "image MixUp")),
+    Effect("MixUp helps the fully supervised model", ("table4", "Fully-supervised w/ MixUp"),
+           ("table4", "Fully-supervised")),
+    Effect("FocalMix beats full supervision", ("table4", "FocalMix"), ("table4", "Fully-supervised")),
+)
+
+
+def read_run(runs_root: Path, run_id: str) -> RunResult:
+    """The result of one run folder (absent or unfinished: ``pending``)."""
+    folder = RunFolder(runs_root / run_id)
+    outcome_path = folder.path / "outcome.json"
+    outcome = json.loads(outcome_path.read_text(encoding="utf-8")) if outcome_path.is_file() else {}
+    seconds, machine = outcome.get("seconds"), outcome.get("machine")
+    status = folder.status()
+    if status == "completed" and folder.froc_path.is_file():
+        froc = json.loads(folder.froc_path.read_text(encoding="utf-8"))
+        return RunResult(run_id, "completed", 100 * froc["cpm"],
+                         {k: 100 * froc["sensitivity_at"][k] for k in FP_KEYS}, "", seconds, machine)
+    if status == "diverged":
+        return RunResult(run_id, "diverged", error=folder.error(), seconds=seconds, machine=machine)
+    if outcome.get("status") == "failed" or status == "failed":
+        return RunResult(run_id, "failed", error=outcome.get("error") or folder.error(), seconds=seconds,
+                         machine=machine)
+    return RunResult(run_id, "pending", seconds=seconds, machine=machine)
+
+
+def paper_column(metric: str) -> str:
+    """The paper CSV's column of a metric: "cpm" -> "cpm", "1.0" -> "fp_1", "0.125" -> "fp_0.125"."""
+    if metric == "cpm":
+        return metric
+    return "fp_" + (metric[:-2] if metric.endswith(".0") else metric)
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (ddof = 1; ``None`` for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def format_kit(results: list[RunResult], metric: str = "cpm") -> str:
+    """``mean ± std`` of a cell's completed seeds, "Fail" when all diverged, with notes on the rest."""
+    values = [r.cpm if metric == "cpm" else r.sensitivity[metric] for r in results if r.status == "completed"]
+    counts = {s: sum(r.status == s for r in results) for s in ("diverged", "failed", "pending")}
+    if counts["diverged"] == len(results):
+        return "Fail"
+    text = ""
+    if values:
+        mean, std = mean_std(values)
+        text = f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
+    notes = [f"{n} Fail" if s == "diverged" else f"{n} {s}" for s, n in counts.items() if n]
+    return (text + (f" ({', '.join(notes)} of {len(results)})" if notes else "")).strip() or "—"
+
+
+def check_effect(effect: Effect, by_cell: dict[tuple[str, str], list[RunResult]]) -> tuple[str, str]:
+    """(verdict, detail) of one paper effect over seeds: "yes", "mixed", "no" or "not run"."""
+    better = by_cell.get(effect.better, [])
+    if effect.worse is None:
+        finished = [r for r in better if r.status in ("completed", "diverged")]
+        failed = sum(r.status == "diverged" for r in finished)
+        if not finished:
+            return "not run", ""
+        verdict = "yes" if failed == len(finished) else "mixed" if failed else "no"
+        return verdict, f"diverged in {failed} of {len(finished)} seeds"
+    worse = by_cell.get(effect.worse, [])
+
+    def score(r: RunResult) -> float:  # a diverged run loses every comparison
+        return r.cpm if r.status == "completed" else -math.inf
+
+    pairs = [(b, w) for b, w in zip(better, worse) if {b.status, w.status} <= {"completed", "diverged"}]
+    if not pairs:
+        return "not run", ""
+    wins = sum(score(b) > score(w) for b, w in pairs)
+    gains = [b.cpm - w.cpm for b, w in pairs if b.status == w.status == "completed"]
+    detail = f"better in {wins} of {len(pairs)} seeds"
+    if gains:
+        mean, std = mean_std(gains)
+        detail += f"; CPM gain {mean:+.1f}" + ("" if std is None else f" ± {std:.1f}") + " points"
+    return ("yes" if wins == len(pairs) else "mixed" if wins else "no"), detail
+
+
+@dataclass
+class Section:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+
+def build_sections(profile: str, cells: list[Cell], runs: list[GridRun], results: dict[str, RunResult],
+                   seeds: int) -> tuple[list[Section], list[list[Any]]]:
+    """The report's sections (markdown/HTML) and the long CSV rows."""
+    by_cell: dict[tuple[str, str], list[RunResult]] = {c.key: [] for c in cells}
+    for run in runs:
+        for key in run.cells:
+            by_cell[key].append(results[run.run_id])
+    smoke = " (smoke scale)" if PROFILES[profile].smoke else ""
+    sections: list[Section] = []
+    csv_rows: list[list[Any]] = []
+    for table in dict.fromkeys(c.table for c in cells):
+        members = [c for c in cells if c.table == table]
+        if table == "table1":
+            header = ["setting", "source", *(f"{k} FP" for k in FP_KEYS), "CPM"]
+            rows = []
+            for cell in members:
+                rows.append([cell.label, "paper", *(cell.paper[paper_column(k)] for k in FP_KEYS), cell.paper["cpm"]])
+                rows.append(["", "kit" + smoke, *(format_kit(by_cell[cell.key], k) for k in FP_KEYS),
+                             format_kit(by_cell[cell.key])])
+        else:
+            header = ["setting", "paper CPM", "kit CPM" + smoke, "runs"]
+            rows = [[cell.label, cell.paper.get("cpm", "—"), format_kit(by_cell[cell.key]),
+                     " ".join(f"[{r.run_id.rsplit('-', 2)[1]}](runs/{r.run_id}/05_train.ipynb)"
+                              for r in by_cell[cell.key])] for cell in members]
+        sections.append(Section(TITLES[table] + smoke, header, rows))
+        for cell in members:
+            runs_of_cell = by_cell[cell.key]
+            for metric in ("cpm", *FP_KEYS) if table == "table1" else ("cpm",):
+                values = [r.cpm if metric == "cpm" else r.sensitivity[metric]
+                          for r in runs_of_cell if r.status == "completed"]
+                mean, std = mean_std(values) if values else (None, None)
+                csv_rows.append([table, cell.label, metric, cell.paper.get(paper_column(metric), ""),
+                                 "" if mean is None else round(mean, 3), "" if std is None else round(std, 3),
+                                 len(values), sum(r.status == "diverged" for r in runs_of_cell),
+                                 sum(r.status == "failed" for r in runs_of_cell), "smoke" if smoke else profile])
+    effect_rows = [[e.name, *check_effect(e, by_cell)] for e in EFFECTS
+                   if e.better in by_cell and (e.worse is None or e.worse in by_cell)]
+    sections.append(Section(f"Paper effects: reproduced over {seeds} seed(s)?" + smoke,
+                            ["effect", "reproduced", "detail"], effect_rows))
+    return sections, csv_rows
+
+
+def run_section(runs: list[GridRun], results: dict[str, RunResult]) -> Section:
+    """Every run with its status, CPM, time, executed notebook and FROC curve, and its error if any."""
+    rows = []
+    for run in runs:
+        r = results[run.run_id]
+        base = f"runs/{run.run_id}"
+        links = f"[notebook]({base}/05_train.ipynb)"
+        if r.status == "completed":
+            links += f" [FROC png]({base}/froc.png) [FROC html]({base}/froc.html)"
+        cpm = f"{r.cpm:.1f}" if r.cpm is not None else ("Fail" if r.status == "diverged" else "—")
+        seconds = "" if r.seconds is None else f"{r.seconds:.0f}"
+        error = r.error.strip().splitlines()[-1] if r.error.strip() else ""
+        rows.append([run.run_id, r.status, cpm, seconds, links, "; ".join(f"{t} {c}" for t, c in run.cells), error])
+    return Section("Runs", ["run", "status", "CPM", "seconds", "files", "cells", "error"], rows)
+
+
+def plot_figure3(cells: list[Cell], by_cell_cpm: dict[str, list[float]], profile: str, labeled: int,
+                 path: Path) -> None:
+    """CPM (mean ± std over seeds) against the unlabeled pool size at the fixed labeled budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [(int(c.label.split()[0]), by_cell_cpm.get(c.label, [])) for c in cells if c.table == "figure3"]
+    points = [(x, mean_std(v)) for x, v in points if v]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if points:
+        xs = [x for x, _ in points]
+        ax.errorbar(xs, [m for _, (m, _) in points], yerr=[s or 0.0 for _, (_, s) in points], marker="o",
+                    capsize=3, label="kit (mean ± std over seeds)")
+        ax.legend()
+    smoke = ", smoke scale" if PROFILES[profile].smoke else ""
+    ax.set_title(f"Figure 3: CPM vs unlabeled pool ({labeled} labeled scans, {profile} profile{smoke})")
+    ax.set_xlabel("unlabeled scans in the pool")
+    ax.set_ylabel("CPM (%)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+
+
+def write_tables(profile: str, out: str | Path, cells: list[Cell], runs: list[GridRun], seeds: int) -> Path:
+    """Read every run of the grid under ``out/runs`` and write tables.md, .csv, .html and figure3.png."""
+    out = Path(out)
+    results = {run.run_id: read_run(out / "runs", run.run_id) for run in runs}
+    sections, csv_rows = build_sections(profile, cells, runs, results, seeds)
+    figure3_cpm: dict[str, list[float]] = {}
+    for run in runs:
+        for table, label in run.cells:
+            if table == "figure3" and results[run.run_id].status == "completed":
+                figure3_cpm.setdefault(label, []).append(results[run.run_id].cpm)
+    intro = _intro(profile, out, runs, results, seeds)
+    if any(c.table == "figure3" for c in cells):
+        plot_figure3(cells, figure3_cpm, profile, PROFILES[profile].labeled[-1], out / "figure3.png")
+        intro.append("![Figure 3](figure3.png)")
+    sections.append(run_section(runs, results))
+    sections.append(_chapter_section(out))
+    atomic.write_text(out / "tables.md", _markdown(intro, sections))
+    atomic.write_text(out / "tables.html", _html(intro, sections))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["table", "row", "metric", "paper", "kit_mean", "kit_std", "kit_seeds", "kit_fail",
+                     "kit_failed", "scale"])
+    writer.writerows(csv_rows)
+    atomic.write_text(out / "tables.csv", buffer.getvalue())
+    return out / "tables.md"
+
+
+def _intro(profile: str, out: Path, runs: list[GridRun], results: dict[str, RunResult], seeds: int) -> list[str]:
+    from focalmix_lib.reproduce import machine_description
+
+    counts = {s: sum(r.status == s for r in results.values()) for s in ("completed", "diverged", "failed", "pending")}
+    seconds = sum(r.seconds or 0.0 for r in results.values())
+    machines = {json.dumps(r.machine, sort_keys=True) for r in results.values() if r.machine}
+    lines = [f"# FocalMix reproduction: {profile} profile", ""]
+    if PROFILES[profile].smoke:
+        lines += ["**Smoke scale.** The quick profile trains each run for a few dozen steps on tiny phantoms: "
+                  "its numbers show that the pipeline fills every table, not that the paper's effects hold.", ""]
+    lines += [f"Kit numbers are percentages, mean ± standard deviation over {seeds} seed(s); "
+              "the paper's numbers are copied from the paper (`focalmix_lib/paper/`). "
+              "'Fail' = training diverged (non-finite loss), as in the paper.", "",
+              f"Runs: {len(runs)} ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
+              f"training + detection + evaluation time {seconds / 60:.1f} min.", ""]
+    for machine in sorted(machines) or [json.dumps(machine_description(), sort_keys=True)]:
+        m = json.loads(machine)
+        lines.append(f"Machine: {m['cpu']} ({m['cores']} cores), GPU {m['gpu'] or 'none'}, "
+                     f"torch {m['torch']}, Python {m['python']}.")
+    lines.append("")
+    return lines
+
+
+def _chapter_section(out: Path) -> Section:
+    path = out / "notebooks" / "outcomes.json"
+    outcomes = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    rows = [[f"[{stem}]({o['notebook']})", o["status"], f"{o['seconds']:.0f}", o["error"]]
+            for stem, o in sorted(outcomes.items())]
+    return Section("Teaching notebooks (executed)", ["notebook", "status", "seconds", "error"], rows)
+
+
+def _markdown(intro: list[str], sections: list[Section]) -> str:
+    parts = ["\n".join(intro)]
+    for s in sections:
+        cells = [[c.replace("|", "\\|").replace("\n", " ") for c in row] for row in s.rows]
+        table = "\n".join("| " + " | ".join(row) + " |" for row in [s.header, ["---"] * len(s.header), *cells])
+        parts.append(f"## {s.title}\n\n{table}\n")
+    return "\n".join(parts)
+
+
+def _html(intro: list[str], sections: list[Section]) -> str:
+    import re
+
+    def inline(text: str) -> str:  # markdown links, images and bold to HTML
+        text = html.escape(text)
+        text = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", r'<img alt="\1" src="\2">', text)
+        text = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', text)
+        return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
+
+    body = []
+    for line in intro:
+        if line.startswith("# "):
+            body.append(f"<h1>{inline(line[2:])}</h1>")
+        elif line:
+            body.append(f"<p>{inline(line)}</p>")
+    for s in sections:
+        head = "".join(f"<th>{inline(h)}</th>" for h in s.header)
+        rows = "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>" for row in s.rows)
+        body.append(f"<h2>{inline(s.title)}</h2>\n<table border=1 cellpadding=4><tr>{head}</tr>{rows}</table>")
+    title = inline(intro[0][2:]) if intro else "FocalMix reproduction"
+    return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{title}</title></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")

@@ -1,0 +1,140 @@
+"""The reproduction grid, its resumable runner and the tables, with a fake notebook executor.
+
+The fake writes what notebook 05 leaves in a run folder (config.yaml, status,
+froc.json) without training, so the whole grid runs in well under a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from focalmix_lib import atomic
+from focalmix_lib.config import from_preset, save_yaml
+from focalmix_lib.reproduce import reproduce
+from focalmix_lib.reproduce_grid import FP_KEYS, TABLES, build_grid, parse_shard, read_paper_table, shard_runs
+from focalmix_lib.runs import RunFolder
+from focalmix_lib.train_config import TrainConfig
+
+PAPER_FILES = {"table1": "table1_main_results.csv", "table3a": "table3a_loss_function.csv",
+               "table3b": "table3b_augmentation_times.csv", "table3c": "table3c_mixup.csv",
+               "table4": "table4_full_scale.csv"}
+
+
+class FakeExecutor:
+    """Stands in for papermill + notebook 05: 'both soft terms off' diverges, ``fail_method`` raises."""
+
+    def __init__(self, fail_labeled: int | None = None):
+        self.calls: list[Path] = []
+        self.fail_labeled = fail_labeled
+
+    def __call__(self, run_dir: Path, parameters: dict[str, Any]) -> Path:
+        self.calls.append(run_dir)
+        overrides = parameters["overrides"]
+        cfg = from_preset(TrainConfig, parameters["preset"], data_dir=parameters["data_dir"],
+                          method=parameters["method"], seed=parameters["seed"], **overrides).resolved()
+        folder = RunFolder(run_dir)
+        save_yaml(cfg, folder.config_path)
+        if overrides["labeled"] == self.fail_labeled:
+            folder.set_status("failed", "Traceback ...\nRuntimeError: out of memory")
+            raise RuntimeError("out of memory")
+        if cfg.method == "focalmix" and not cfg.soft_alpha and not cfg.soft_beta:
+            folder.set_status("diverged", "non-finite loss (nan) at step 3")
+            return run_dir / "05_train.ipynb"
+        cpm = (zlib.crc32(run_dir.name.encode()) % 1000) / 1000  # a distinct, repeatable CPM per run
+        atomic.write_json(folder.froc_path, {"cpm": cpm, "sensitivity_at": {k: cpm for k in FP_KEYS}})
+        folder.set_status("completed")
+        return run_dir / "05_train.ipynb"
+
+
+def run_quick(tmp_path: Path, executor: FakeExecutor, **kwargs: Any) -> Path | None:
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    return reproduce("quick", tmp_path / "reports", data=data, chapters=False, executor=executor,
+                     progress=False, **kwargs)
+
+
+def test_grid_has_a_run_for_every_paper_row_and_shares_runs() -> None:
+    cells, runs = build_grid("standard", "unused", seeds=1)
+    for table, filename in PAPER_FILES.items():
+        assert [c.paper for c in cells if c.table == table] == read_paper_table(filename)
+    filled = [key for run in runs for key in run.cells]
+    assert sorted(filled) == sorted(c.key for c in cells)  # every cell once, by exactly one run
+    assert len({r.run_id for r in runs}) == len(runs) == 19  # 25 cells, 6 shared
+    shared = {run.cells for run in runs if len(run.cells) > 1}
+    assert (("table1", "100 labeled + 400 unlabeled"), ("table3b", "K = 4"), ("table3c", "image + object MixUp"),
+            ("figure3", "400 unlabeled")) in shared
+    assert (("table1", "100 labeled + 0 unlabeled"), ("table3a", "supervised"), ("figure3", "0 unlabeled")) in shared
+    by_cell = {key: run for run in runs for key in run.cells}
+    both_off = by_cell["table3a", "SFL w/o soft alpha and beta"]
+    assert both_off.overrides | {"soft_alpha": False, "soft_beta": False, "image_mixup": False,
+                                 "object_mixup": False, "labeled": 100, "unlabeled": 400} == both_off.overrides
+    assert by_cell["table3b", "K = 8"].overrides["augmentations"] == 8
+    assert by_cell["table4", "FocalMix"].overrides == {"labeled": 0, "unlabeled": 400}
+    assert by_cell["table4", "Fully-supervised w/ MixUp"].method == "supervised"
+    cells2, runs2 = build_grid("standard", "unused", seeds=2, only=("table3b",))
+    assert len(runs2) == 8 and {r.seed for r in runs2} == {0, 1}
+
+
+def test_shards_partition_the_grid() -> None:
+    _, runs = build_grid("quick", "unused", seeds=2)
+    shards = [shard_runs(runs, (i, 3)) for i in range(3)]
+    assert sorted(r.run_id for s in shards for r in s) == sorted(r.run_id for r in runs)
+    assert parse_shard("2/4") == (2, 4)
+    for bad in ("4/4", "1", "a/b", "0/0"):
+        with pytest.raises(ValueError):
+            parse_shard(bad)
+    with pytest.raises(ValueError, match="unknown table"):
+        build_grid("quick", "unused", only=("table9",))
+
+
+def test_grid_runs_reports_and_a_rerun_skips_finished_runs(tmp_path: Path) -> None:
+    executor = FakeExecutor(fail_labeled=4)  # the 25-labeled runs of Table 1 fail
+    tables = run_quick(tmp_path, executor)
+    _, runs = build_grid("quick", tmp_path / "data")
+    assert len(executor.calls) == len(runs)  # a failing and a diverged run do not stop the grid
+    text = tables.read_text()
+    table1 = text.split("## Table 1")[1].split("## ")[0]
+    assert "| 25 labeled + 0 unlabeled | paper | 46.7 | 54.0 | 60.6 | 68.6 | 74.4 | 79.1 | 82.4 | 66.6 |" in table1
+    assert "1 failed of 1" in table1
+    fifty = next(r for r in runs if r.cells == (("table1", "50 labeled + 0 unlabeled"),))
+    kit_cpm = json.loads((tmp_path / "reports/runs" / fifty.run_id / "froc.json").read_text())["cpm"]
+    assert f"| 50 labeled + 0 unlabeled | paper | 57.2 |" in table1
+    assert f"{100 * kit_cpm:.1f} |" in table1.split("| 50 labeled + 0 unlabeled |")[1].split("\n")[1]
+    table3a = text.split("## Table 3a")[1].split("## ")[0]
+    assert "| SFL w/o soft alpha and beta | Fail | Fail |" in table3a
+    assert "| SFL without soft alpha and beta diverges | yes | diverged in 1 of 1 seeds |" in text
+    assert "RuntimeError: out of memory" in text  # the failed runs' error, in the runs section
+    assert (tmp_path / "reports/figure3.png").stat().st_size > 1000
+    assert "<table" in (tmp_path / "reports/tables.html").read_text()
+    rows = list(csv.DictReader((tmp_path / "reports/tables.csv").open()))
+    sfl = next(r for r in rows if r["table"] == "table3a" and r["row"] == "SFL")
+    assert sfl["paper"] == "85.2" and sfl["kit_seeds"] == "1" and sfl["scale"] == "smoke"
+    assert "Smoke scale" in text
+
+    rerun = FakeExecutor()  # completed and diverged runs are skipped; failed ones are retried
+    run_quick(tmp_path, rerun)
+    assert sorted(p.name for p in rerun.calls) == sorted(r.run_id for r in runs if ("table1", "25 labeled + 0 unlabeled")
+                                                          in r.cells or ("table1", "25 labeled + 400 unlabeled") in r.cells)
+    assert "failed" not in (tmp_path / "reports/tables.md").read_text().split("## Table 1")[1].split("## ")[0]
+
+
+def test_shards_then_collect_fill_every_table(tmp_path: Path) -> None:
+    executor = FakeExecutor()
+    assert run_quick(tmp_path, executor, seeds=2, shard=(0, 2)) is None
+    assert run_quick(tmp_path, executor, seeds=2, shard=(1, 2)) is None
+    _, runs = build_grid("quick", tmp_path / "data", seeds=2)
+    assert sorted(p.name for p in executor.calls) == sorted(r.run_id for r in runs)
+    tables = run_quick(tmp_path, FakeExecutor(), seeds=2, collect=True)
+    text = tables.read_text()
+    tables_part = text.split("## Table 1")[1].split("## Runs")[0]
+    assert "0 pending" in text and "pending" not in tables_part and "| — |" not in tables_part.replace("| — | ", "")
+    assert all(f"## {title}" in text for title in ("Table 1", "Table 3a", "Table 3b", "Table 3c", "Table 4",
+                                                    "Figure 3"))
+    assert "±" in text.split("## Table 3b")[1].split("## ")[0]  # mean ± std over the two seeds
+    assert set(TABLES) == {r["table"] for r in csv.DictReader((tmp_path / "reports/tables.csv").open())}
