@@ -32,14 +32,14 @@ def froc_title(result: FrocResult) -> str:
 
 def write_froc_png(result: FrocResult, path: str | Path) -> None:
     """The FROC curve as interpolated by the evaluation (numpy.interp), on a log2 x axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure draws with Agg without touching pyplot's global backend (a notebook's
+    # inline backend must survive an evaluation).
+    from matplotlib.figure import Figure
 
     points = np.asarray([float(key) for key in result.sensitivity_at])
     grid = 2.0 ** np.linspace(-3.0, 3.0, 481)
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    fig = Figure(figsize=(6.4, 4.8))
+    ax = fig.subplots()
     boot = result.bootstrap
     if boot is not None and boot.n_valid:
         ax.fill_between(boot.band_fps_per_scan, boot.band_low, boot.band_high, color="C0", alpha=0.2,
@@ -60,7 +60,6 @@ def write_froc_png(result: FrocResult, path: str | Path) -> None:
     fig.tight_layout()
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=150)
-    plt.close(fig)
 
 
 def write_froc_html(result: FrocResult, path: str | Path) -> None:

@@ -41,7 +41,7 @@ def plot_loss_curves(records: Sequence[dict[str, Any]], title: str = "Training l
     left.set_yscale("log")
     left.set_xlabel("training step")
     left.set_ylabel("loss (nats per positive anchor, log scale)")
-    left.set_title(title)
+    left.set_title("loss parts")
     left.legend(fontsize=8)
     right.plot(steps, [r["unlabeled_weight"] for r in records], color="C4", label="unlabeled loss weight")
     right.set_xlabel("training step")
@@ -53,6 +53,7 @@ def plot_loss_curves(records: Sequence[dict[str, Any]], title: str = "Training l
     right.set_title("Schedules: unlabeled weight ramp-up, learning rate")
     lines = right.get_lines() + twin.get_lines()
     right.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="center right")
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 

@@ -1,0 +1,164 @@
+"""The teaching figures: titled, labelled axes, and drawn from the kit's own functions."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from focalmix_lib.data.coordinates import ScanGeometry  # noqa: E402
+from focalmix_lib.data.dataset import PreprocessedScan  # noqa: E402
+from focalmix_lib.detection.anchors import generate_anchors  # noqa: E402
+from focalmix_lib.detection.matching import match_anchors  # noqa: E402
+from focalmix_lib.losses import soft_focal_loss  # noqa: E402
+from focalmix_lib.ssl.target_prediction import averaged_view_probabilities  # noqa: E402
+from focalmix_lib.ssl.transforms import GROUP  # noqa: E402
+from focalmix_lib.viz import loss_plots, run_plots, scan_plots, ssl_plots  # noqa: E402
+
+
+def assert_labelled(fig):
+    """Every axes with content has a title (or the figure a suptitle) and both axis labels."""
+    drawn = [ax for ax in fig.axes if ax.get_label() != "<colorbar>" and (ax.lines or ax.images or ax.patches
+                                                                          or ax.collections)]
+    assert drawn
+    for ax in drawn:
+        assert ax.get_title() or fig._suptitle is not None
+        # Panels with a shared axis (twins, sharey) label it once.
+        assert any(sibling.get_xlabel() for sibling in ax.get_shared_x_axes().get_siblings(ax))
+        assert any(sibling.get_ylabel() for sibling in ax.get_shared_y_axes().get_siblings(ax))
+    plt.close(fig)
+
+
+@pytest.fixture
+def ball_scan() -> PreprocessedScan:
+    volume = np.full((24, 32, 32), 0.1, np.float32)
+    zz, yy, xx = np.mgrid[:24, :32, :32]
+    volume[(zz - 12) ** 2 + (yy - 16) ** 2 + (xx - 14) ** 2 <= 9] = 0.7
+    geometry = ScanGeometry((24, 32, 32), (0.0, 0.0, 0.0), (2.0, 2.0, 2.0))
+    return PreprocessedScan("1.2.3", volume, geometry, np.asarray([[9, 13, 11, 15, 19, 17]], np.float32),
+                            np.asarray([12.0], np.float32), volume > 0.05)
+
+
+def test_hu_round_trip():
+    hu = np.asarray([-1200.0, -600.0, 0.0, 600.0])
+    from focalmix_lib.data.scans import normalize_hu
+    np.testing.assert_allclose(scan_plots.to_hu(normalize_hu(hu)), hu, atol=1e-3)
+
+
+def test_scan_figures(ball_scan):
+    assert scan_plots.nodule_slices(ball_scan, 3) == [12]
+    fig = scan_plots.plot_nodule_slices(ball_scan)
+    circles = [p for p in fig.axes[0].patches]
+    assert len(circles) == 1 and circles[0].radius == pytest.approx(6.0 + 1.5)  # centred slice: d / 2 (+ margin)
+    assert_labelled(fig)
+    fig = scan_plots.plot_hu_windows(scan_plots.to_hu(ball_scan.volume[12]), (2.0, 2.0))
+    assert [ax.images[0].get_clim() for ax in fig.axes if ax.images][:2] == [scan_plots.LUNG_WINDOW,
+                                                                            scan_plots.MEDIASTINAL_WINDOW]
+    assert_labelled(fig)
+
+
+def test_anchor_figure_counts_every_label(ball_scan):
+    anchors = generate_anchors((24, 32, 32)[:1] * 3, (4, 8), ((2.0, 5.0), (8.0, 12.0)))
+    box = torch.as_tensor(ball_scan.boxes)
+    matched = match_anchors(anchors, box, 0.3, 0.1)
+    sizes = [2 * 6 ** 3, 2 * 3 ** 3]
+    fig = scan_plots.plot_anchor_labels(np.pad(ball_scan.volume, ((0, 0), (0, 0), (0, 0)))[:24, :24, :24], anchors.numpy(),
+                                        matched.numpy(), ball_scan.boxes[0], sizes, (4, 8), 2.0)
+    legend = " ".join(t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts())
+    total = sum(int(word) for word in legend.split() if word.isdigit())
+    assert total == len(anchors)
+    assert_labelled(fig)
+
+
+def test_loss_figures_draw_the_kits_loss():
+    fig = loss_plots.plot_focal_curves((0.0, 2.0))
+    ce = fig.axes[0].lines[0].get_ydata()
+    np.testing.assert_allclose(ce, -np.log(loss_plots.P_GRID), rtol=1e-9)  # gamma = 0 is cross-entropy
+    assert_labelled(fig)
+    y, p = 0.3, np.asarray([0.1, 0.3, 0.9])
+    expected = soft_focal_loss(torch.logit(torch.tensor(p)), torch.full((3,), y, dtype=torch.float64), 0.25, 0.75, 2.0)
+    np.testing.assert_allclose(loss_plots.sfl_values(y, p, 0.25, 0.75, 2.0), expected.numpy())
+    for fig in (loss_plots.plot_alpha_beta_terms(), loss_plots.plot_sfl_variants(), loss_plots.plot_sfl_at(0.2, 0.8, 2, 0.4)):
+        assert_labelled(fig)
+    surface = loss_plots.sfl_surface(samples=11)
+    assert surface.layout.title.text and surface.layout.scene.xaxis.title.text == "prediction p"
+    assert np.nanmin(np.asarray(surface.data[0].z)) >= 0
+
+
+def test_explorers_build_with_their_sliders():
+    explorer = loss_plots.sfl_explorer()
+    assert [child.description for child in explorer.children[:4]] == ["alpha0", "alpha1", "gamma", "target y"]
+    sharpen_box = ssl_plots.sharpen_explorer(torch.rand(2, 4, 4, 4), 16)
+    assert sharpen_box.children[0].description == "T"
+
+
+def test_target_prediction_figures_average_like_the_library():
+    torch.manual_seed(0)
+    weights = torch.randn(2, 1, 1, 1, 1)
+    predict = lambda views: [torch.nn.functional.avg_pool3d(views, 4) * weights.view(1, 2, 1, 1, 1)]  # noqa: E731
+    patch = torch.rand(1, 1, 16, 16, 16)
+    transforms = [GROUP[0], GROUP[5], GROUP[10]]
+    views, back = ssl_plots.per_view_maps(predict, patch, transforms)
+    assert views.shape == back.shape == (3, 2, 4, 4, 4)
+    torch.testing.assert_close(back.mean(0), averaged_view_probabilities(predict, patch, transforms)[0][0])
+    for fig in (ssl_plots.plot_target_prediction(patch[0, 0].numpy(), 8, transforms, views, back, 0.5),
+                ssl_plots.plot_sharpening(back.mean(0), 16, 0.5), ssl_plots.plot_label_guessing(back, 16, 0.5)):
+        assert_labelled(fig)
+
+
+def test_projection_over_levels_lines_up_with_voxels():
+    fine, coarse = torch.zeros(1, 2, 4, 4), torch.zeros(1, 1, 2, 2)
+    fine[0, 1, 0, 3], coarse[0, 0, 1, 0] = 0.5, 0.9
+    image = ssl_plots.projection_all_levels([fine, coarse], 8)
+    assert image.shape == (8, 8) and image[0:2, 6:8].min() == 0.5 and image[4:8, 0:4].min() == pytest.approx(0.9)
+    assert image.sum() == pytest.approx(4 * 0.5 + 16 * 0.9)
+
+
+def test_mixup_figures():
+    images = np.random.default_rng(0).random((2, 1, 16, 16, 16)).astype(np.float32)
+    maps = [torch.zeros(2, 1, 4, 4, 4)]
+    assert_labelled(ssl_plots.plot_image_mixup(images, maps, images, maps, 0, 1, 8, 0.7))
+    boxes = [np.asarray([[4, 4, 4, 9, 9, 9]], np.float32), np.zeros((0, 6), np.float32)]
+    assert_labelled(ssl_plots.plot_object_mixup(images, images * 0.5, boxes, 0, 0.7))
+    fig = ssl_plots.plot_beta_draws(0.75, draws=500)
+    right = fig.axes[1]
+    assert min(patch.get_x() for patch in right.patches if patch.get_height() > 0) >= 0.5  # l >= 0.5
+    assert_labelled(fig)
+
+
+def test_loss_curves_and_live_plot():
+    records = [{"step": s, "loss": 2.0 / s, "loss_labeled": 1.0 / s, "loss_unlabeled": 0.0, "loss_box": 1.0 / s,
+                "unlabeled_weight": 0.0, "lr": 1e-3} for s in range(1, 6)]
+    fig = run_plots.plot_loss_curves(records)
+    assert len(fig.axes[0].lines) == 3  # no unlabeled curve for a supervised run
+    assert_labelled(fig)
+    live = run_plots.LiveLossPlot(enabled=False)
+    for record in records:
+        live(record)
+    live.finish()
+    assert live.records == records
+
+
+def test_nodule_outcomes_join_kinds(tmp_path):
+    from focalmix_lib.evaluate import evaluate_froc
+    from focalmix_lib.data.luna_csv import read_annotations, read_predictions
+
+    uid = "1.2.3"
+    (tmp_path / "annotations.csv").write_text(
+        f"seriesuid,coordX,coordY,coordZ,diameter_mm\n{uid},1.0,2.0,3.0,8.0\n{uid},40.0,2.0,3.0,4.0\n")
+    (tmp_path / "nodule_kinds.csv").write_text(
+        f"seriesuid,coordX,coordY,coordZ,diameter_mm,kind,location\n{uid},40.0000,2.0000,3.0000,4.0,ground-glass,"
+        f"isolated\n{uid},1.0000,2.0000,3.0000,8.0,solid,juxta-pleural\n")
+    (tmp_path / "pred.csv").write_text(f"seriesuid,coordX,coordY,coordZ,probability\n{uid},1.5,2.0,3.0,0.9\n")
+    annotations = read_annotations(tmp_path / "annotations.csv")
+    empty = read_annotations(tmp_path / "annotations.csv", excluded=True).for_series("none")
+    result = evaluate_froc(annotations, empty, [uid], read_predictions(tmp_path / "pred.csv"))
+    table = run_plots.nodule_outcomes(result, tmp_path)
+    assert table[["kind", "detected"]].values.tolist() == [["solid", True], ["ground-glass", False]]
+    assert_labelled(run_plots.plot_nodule_hits(table))
+    assert "kind" not in run_plots.nodule_outcomes(result, None)
