@@ -42,8 +42,9 @@ def load_trained_model(run_dir: str | Path, device: torch.device | str = "cpu") 
 
 
 def test_uids(cfg: TrainConfig) -> list[str]:
-    """The series uids of the run's test subsets."""
-    return list(split_scans(Luna16Folder(cfg.data_dir), cfg.test_subsets, 0, 0, cfg.split_seed).test)
+    """The series uids of the run's test subsets (the first ``test_scans`` of them, if set)."""
+    uids = list(split_scans(Luna16Folder(cfg.data_dir), cfg.test_subsets, 0, 0, cfg.split_seed).test)
+    return uids[:cfg.test_scans] if cfg.test_scans else uids
 
 
 def detect_run(run_dir: str | Path, data_dir: str | Path | None = None, out: str | Path | None = None,

@@ -25,6 +25,7 @@ class TrainConfig:
     spacing_mm: float = 1.5  # isotropic resampling of every scan
     patch_size: int = 64  # cubic patch side in voxels; the largest stride divides it
     test_subsets: tuple[int, ...] = (8, 9)  # subsets held out for detection + FROC
+    test_scans: int = 0  # detect in only the first N test scans (0 = all): smoke runs
     labeled: int = 25  # labeled scans drawn from the other subsets (0 = all of them)
     unlabeled: int = 400  # scans of the unlabeled pool (focalmix only)
     split_seed: int = 0  # which scans are labeled: fixed across run seeds

@@ -1,0 +1,36 @@
+"""Pieces of the training objective: ramp-up, loss normalisation, predicted objects."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from focalmix_lib.config import from_preset
+from focalmix_lib.losses import soft_focal_loss
+from focalmix_lib.objectives import MAX_PREDICTED_OBJECTS, classification_loss, confident_boxes, unlabeled_weight
+from focalmix_lib.train_config import TrainConfig
+
+
+def test_unlabeled_weight_ramps_up_linearly() -> None:
+    cfg = from_preset(TrainConfig, "quick", unlabeled_weight=2.0, rampup_steps=10)
+    assert [unlabeled_weight(s, cfg) for s in (0, 5, 10, 50)] == [0.0, 1.0, 2.0, 2.0]
+
+
+def test_classification_loss_is_sfl_over_valid_anchors_per_soft_positive() -> None:
+    cfg = from_preset(TrainConfig, "quick")
+    logits = torch.randn(2, 7, dtype=torch.float64)
+    targets = torch.rand(2, 7, dtype=torch.float64)
+    valid = torch.rand(2, 7) > 0.3
+    expected = (soft_focal_loss(logits, targets, cfg.alpha0, cfg.alpha1, cfg.gamma)[valid].sum()
+                / max(1.0, float(targets[valid].sum())))
+    assert float(classification_loss(logits, targets, valid, cfg)) == pytest.approx(float(expected))
+
+
+def test_confident_boxes_keeps_confident_separate_anchors() -> None:
+    anchors = torch.tensor([[0, 0, 0, 4, 4, 4], [0, 0, 1, 4, 4, 5], [10, 10, 10, 14, 14, 14]], dtype=torch.float32)
+    scores = torch.tensor([[0.9, 0.85, 0.95], [0.1, 0.2, 0.3]])
+    first, second = confident_boxes(anchors, scores, threshold=0.8)
+    assert torch.equal(first, anchors[[2, 0]])  # the overlapping 0.85 anchor is suppressed
+    assert second.shape == (0, 6)
+    many = torch.full((1, 3), 0.99)
+    assert len(confident_boxes(anchors, many, 0.5)[0]) <= MAX_PREDICTED_OBJECTS

@@ -1,0 +1,115 @@
+"""The training engine: resume, divergence, FocalMix losses, detection and evaluation of a run."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from focalmix_lib.cli import main
+from focalmix_lib.config import from_preset, load_yaml
+from focalmix_lib.data.luna_csv import read_predictions
+from focalmix_lib.predict import detect_run, evaluate_run
+from focalmix_lib.runs import RunFolder
+from focalmix_lib.train import learning_rate_factor, train
+from focalmix_lib.train_config import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def tiny_config(quick_phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainConfig:
+    """A quick config small enough for a test: 2 + 2 patches a step, 4 labeled scans."""
+    cache = tmp_path_factory.mktemp("scan_cache")
+    return from_preset(
+        TrainConfig, "quick", data_dir=str(quick_phantoms), cache_dir=str(cache), labeled=4, unlabeled=3,
+        batch_labeled=2, batch_unlabeled=2, steps=4, checkpoint_every=2, log_every=1, warmup_steps=2,
+        rampup_steps=2,
+    )
+
+
+def _final_state(run_dir: Path) -> dict:
+    return RunFolder(run_dir).load_checkpoint()
+
+
+def test_interrupted_run_resumes_bit_identically(tiny_config: TrainConfig, tmp_path: Path) -> None:
+    assert train(tiny_config, tmp_path / "straight", progress=False) == "completed"
+
+    def interrupt_at_step_3(record: dict) -> None:
+        if record["step"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config, tmp_path / "resumed", on_log=interrupt_at_step_3, progress=False)
+    assert RunFolder(tmp_path / "resumed").status() == "running"
+    assert [step for step, _ in RunFolder(tmp_path / "resumed").checkpoints()] == [2]
+    assert train(tiny_config, tmp_path / "resumed", progress=False) == "completed"
+
+    straight, resumed = _final_state(tmp_path / "straight"), _final_state(tmp_path / "resumed")
+    assert straight["step"] == resumed["step"] == 4
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    losses = [[m["loss"] for m in RunFolder(tmp_path / run).read_metrics()] for run in ("straight", "resumed")]
+    assert losses[0] == losses[1] and len(losses[0]) == 4
+
+
+def test_completed_run_is_not_trained_again(tiny_config: TrainConfig, tmp_path: Path) -> None:
+    cfg = replace(tiny_config, steps=2)
+    assert train(cfg, tmp_path, progress=False) == "completed"
+    before = (tmp_path / "metrics.jsonl").read_text()
+    assert train(cfg, tmp_path, progress=False) == "completed"
+    assert (tmp_path / "metrics.jsonl").read_text() == before
+
+
+def test_run_folder_refuses_other_settings(tiny_config: TrainConfig, tmp_path: Path) -> None:
+    train(replace(tiny_config, steps=1), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="gamma"):
+        train(replace(tiny_config, steps=1, gamma=1.0), tmp_path, progress=False)
+
+
+def test_non_finite_loss_ends_as_diverged(tiny_config: TrainConfig, tmp_path: Path) -> None:
+    cfg = replace(tiny_config, alpha1=math.nan)
+    assert train(cfg, tmp_path, progress=False) == "diverged"
+    run = RunFolder(tmp_path)
+    assert run.status() == "diverged" and "non-finite loss" in run.error()
+    assert run.checkpoints() == []
+
+
+def test_focalmix_run_logs_labeled_and_unlabeled_losses(tiny_config: TrainConfig, tmp_path: Path) -> None:
+    cfg = replace(tiny_config, method="focalmix", steps=3, augmentations=2)
+    assert train(cfg, tmp_path, progress=False) == "completed"
+    saved = load_yaml(TrainConfig, tmp_path / "config.yaml")
+    assert saved.image_mixup is True and saved.object_mixup is True  # the method's defaults, recorded
+    metrics = RunFolder(tmp_path).read_metrics()
+    assert [m["unlabeled_weight"] for m in metrics] == [0.0, 0.5, 1.0]
+    assert all(math.isfinite(m["loss_unlabeled"]) and m["loss_unlabeled"] > 0 for m in metrics)
+    assert all(0.5 <= m["mixup_lambda"] <= 1.0 for m in metrics)
+
+
+def test_detect_and_evaluate_a_run(tiny_config: TrainConfig, tmp_path: Path) -> None:
+    cfg = replace(tiny_config, steps=2, score_threshold=0.0, max_detections=20, test_scans=2)
+    train(cfg, tmp_path, progress=False)
+    predictions = read_predictions(detect_run(tmp_path, progress=False))
+    assert len(set(predictions.seriesuid)) == 2 and len(predictions) <= 2 * 20
+    assert ((predictions.value >= 0) & (predictions.value <= 1)).all()
+    result = evaluate_run(tmp_path)
+    froc = json.loads((tmp_path / "froc.json").read_text())
+    assert froc["cpm"] == pytest.approx(result.cpm) and 0.0 <= result.cpm <= 1.0
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    cfg = from_preset(TrainConfig, "quick", steps=100, warmup_steps=10)
+    assert learning_rate_factor(0, cfg) == pytest.approx(0.1)
+    assert learning_rate_factor(9, cfg) == pytest.approx(1.0)
+    assert learning_rate_factor(100, cfg) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_cli_train_rejects_unknown_field_and_bad_value(quick_phantoms: Path, tmp_path: Path) -> None:
+    base = ["train", "--data", str(quick_phantoms), "--out", str(tmp_path / "run"), "--steps", "1"]
+    with pytest.raises(ValueError, match="no field"):
+        main([*base, "--set", "gama=2"])
+    with pytest.raises(ValueError, match="takes a number"):
+        main([*base, "--set", "gamma=high"])
+    assert not (tmp_path / "run").exists()
