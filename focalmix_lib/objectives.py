@@ -162,4 +162,4 @@ def step_losses(
         weight = unlabeled_weight(step, cfg)
         loss_unlabeled = classification_loss(logits[n_labeled:], soft_targets[n_labeled:], valid[n_labeled:], cfg)
         total = total + weight * loss_unlabeled
-    return StepLosses(total, float(loss_labeled), float(loss_unlabeled), float(box), weight, lam)
+    return StepLosses(total, loss_labeled.item(), loss_unlabeled.item(), box.item(), weight, lam)
