@@ -148,6 +148,10 @@ def run_chapters(profile: str, paths: ReproducePaths, runner: Callable[..., Path
                  ) -> list[dict[str, Any]]:
     """Execute chapters 00-06 once (into ``out/notebooks/<chapter>/``), quick-sized for the quick profile.
 
+    Each chapter gets those of ``quick``, ``output_dir``, ``data_dir``, ``seed``,
+    ``run_dir`` (chapter 05's run, which 03 and 06 read), ``preset``, ``live_plot`` and
+    ``overrides`` (the profile's run settings) that its parameters cell declares.
+
     A chapter that already ran to the end is skipped; a failing one is recorded in
     ``out/notebooks/outcomes.json`` and the others still run.
     """
@@ -161,17 +165,18 @@ def run_chapters(profile: str, paths: ReproducePaths, runner: Callable[..., Path
     outcomes_path = paths.notebooks / "outcomes.json"
     outcomes = _read_json(outcomes_path) if outcomes_path.is_file() else {}
     notebooks = sorted(p for p in NOTEBOOK_DIR.glob("0*_*.ipynb") if p.name[:2] in CHAPTERS)
-    for source in notebooks:
+    declared = {p.stem: papermill.inspect_notebook(str(p)) for p in notebooks}
+    # Chapters that read a trained run (03, 06) execute after chapter 05 has trained it.
+    for source in sorted(notebooks, key=lambda p: ("run_dir" in declared[p.stem] and p.name[:2] != "05", p.name)):
         if outcomes.get(source.stem, {}).get("status") == "completed":
             continue
         out_dir = paths.notebooks / source.stem
         wanted = {"quick": scale.smoke, "output_dir": str(out_dir.resolve()), "data_dir": str(paths.data), "seed": 0,
                   "run_dir": str(chapter_run.resolve()), "preset": profile, "live_plot": False,
                   "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in scale.overrides.items()}}
-        declared = papermill.inspect_notebook(str(source))
         started = time.perf_counter()
         try:
-            runner(source.name, out_dir, {k: v for k, v in wanted.items() if k in declared})
+            runner(source.name, out_dir, {k: v for k, v in wanted.items() if k in declared[source.stem]})
             outcomes[source.stem] = {"status": "completed", "error": ""}
         except KeyboardInterrupt:
             raise

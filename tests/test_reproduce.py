@@ -138,3 +138,29 @@ def test_shards_then_collect_fill_every_table(tmp_path: Path) -> None:
                                                     "Figure 3"))
     assert "±" in text.split("## Table 3b")[1].split("## ")[0]  # mean ± std over the two seeds
     assert set(TABLES) == {r["table"] for r in csv.DictReader((tmp_path / "reports/tables.csv").open())}
+
+
+def test_chapters_run_once_in_order_with_declared_parameters(tmp_path: Path) -> None:
+    from focalmix_lib.reproduce import ReproducePaths, run_chapters
+
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def runner(name: str, out_dir: Path, parameters: dict[str, Any]) -> Path:
+        calls.append((name, parameters))
+        if name.startswith("04"):
+            raise RuntimeError("kernel died")
+        return out_dir / name
+
+    paths = ReproducePaths(tmp_path / "reports", tmp_path / "data")
+    outcomes = run_chapters("quick", paths, runner)
+    names = [name[:2] for name, _ in calls]
+    assert names == ["00", "01", "02", "04", "05", "03", "06"]  # 03 and 06 read chapter 05's trained run
+    params = dict(calls)
+    assert params["05_train.ipynb"]["overrides"]["steps"] == 40 and params["05_train.ipynb"]["quick"] is True
+    assert "overrides" not in params["00_quickstart.ipynb"]  # only what a chapter declares
+    assert params["03_anchor_level_target_prediction.ipynb"]["run_dir"] == params["05_train.ipynb"]["run_dir"]
+    failed = [o for o in outcomes if o["status"] == "failed"]
+    assert [o["chapter"][:2] for o in failed] == ["04"] and "RuntimeError: kernel died" in failed[0]["error"]
+    calls.clear()
+    run_chapters("quick", paths, runner)  # a rerun only retries the failed chapter
+    assert [name[:2] for name, _ in calls] == ["04"]
