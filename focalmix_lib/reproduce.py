@@ -25,6 +25,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from focalmix_lib.runs import RunFolder
 RunExecutor = Callable[[Path, dict[str, Any]], Path]
 CHAPTERS = ("00", "01", "02", "03", "04", "05", "06")
 RUN_NOTEBOOK = "05_train.ipynb"
+CHAPTER_CELL_TIMEOUT_S = 300  # per cell, quick profile only
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,9 @@ def run_chapters(profile: str, paths: ReproducePaths, runner: Callable[..., Path
 
     from focalmix_lib.notebooks import NOTEBOOK_DIR, run_notebook
 
-    runner = runner or run_notebook
+    # A smoke-scale chapter runs in a minute; a cell stuck for minutes (a widget waiting on a
+    # front end, say) is reported as failed instead of holding the grid.
+    runner = runner or partial(run_notebook, timeout_s=CHAPTER_CELL_TIMEOUT_S if PROFILES[profile].smoke else None)
     scale = PROFILES[profile]
     chapter_run = paths.notebooks / "05_train" / "run"
     outcomes_path = paths.notebooks / "outcomes.json"
