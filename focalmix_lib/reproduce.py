@@ -37,7 +37,7 @@ from focalmix_lib.runs import RunFolder
 RunExecutor = Callable[[Path, dict[str, Any]], Path]
 CHAPTERS = ("00", "01", "02", "03", "04", "05", "06")
 RUN_NOTEBOOK = "05_train.ipynb"
-CHAPTER_CELL_TIMEOUT_S = 300  # per cell, quick profile only
+CHAPTER_CELL_TIMEOUT_S = 180  # per cell, quick profile only
 
 
 @dataclass(frozen=True)

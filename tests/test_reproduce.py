@@ -156,7 +156,7 @@ def test_chapters_run_once_in_order_with_declared_parameters(tmp_path: Path) -> 
     names = [name[:2] for name, _ in calls]
     assert names == ["00", "01", "02", "04", "05", "03", "06"]  # 03 and 06 read chapter 05's trained run
     params = dict(calls)
-    assert params["05_train.ipynb"]["overrides"]["steps"] == 40 and params["05_train.ipynb"]["quick"] is True
+    assert params["05_train.ipynb"]["overrides"]["steps"] == 30 and params["05_train.ipynb"]["quick"] is True
     assert "overrides" not in params["00_quickstart.ipynb"]  # only what a chapter declares
     assert params["03_anchor_level_target_prediction.ipynb"]["run_dir"] == params["05_train.ipynb"]["run_dir"]
     failed = [o for o in outcomes if o["status"] == "failed"]
