@@ -148,6 +148,8 @@ def check_effect(effect: Effect, by_cell: dict[tuple[str, str], list[RunResult]]
 
 @dataclass
 class Section:
+    """One table of the report; ``note`` (markdown) follows it."""
+
     title: str
     header: list[str]
     rows: list[list[str]]
@@ -250,9 +252,10 @@ def write_tables(profile: str, out: str | Path, cells: list[Cell], runs: list[Gr
             if table == "figure3" and results[run.run_id].status == "completed":
                 figure3_cpm.setdefault(label, []).append(results[run.run_id].cpm)
     intro = _intro(profile, out, runs, results, seeds)
-    if any(c.table == "figure3" for c in cells):
+    figure3 = [s for s in sections if s.title.startswith("Figure 3")]
+    if figure3:
         plot_figure3(cells, figure3_cpm, profile, PROFILES[profile].labeled[-1], out / "figure3.png")
-        intro.append("![Figure 3](figure3.png)")
+        figure3[0].note = "![Figure 3: CPM against the unlabeled pool size](figure3.png)"
     sections.append(run_section(runs, results))
     sections.append(_chapter_section(out))
     atomic.write_text(out / "tables.md", _markdown(intro, sections))
@@ -302,7 +305,7 @@ def _markdown(intro: list[str], sections: list[Section]) -> str:
     for s in sections:
         cells = [[c.replace("|", "\\|").replace("\n", " ") for c in row] for row in s.rows]
         table = "\n".join("| " + " | ".join(row) + " |" for row in [s.header, ["---"] * len(s.header), *cells])
-        parts.append(f"## {s.title}\n\n{table}\n")
+        parts.append(f"## {s.title}\n\n{table}\n" + (f"\n{s.note}\n" if s.note else ""))
     return "\n".join(parts)
 
 
@@ -324,7 +327,8 @@ def _html(intro: list[str], sections: list[Section]) -> str:
     for s in sections:
         head = "".join(f"<th>{inline(h)}</th>" for h in s.header)
         rows = "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>" for row in s.rows)
-        body.append(f"<h2>{inline(s.title)}</h2>\n<table border=1 cellpadding=4><tr>{head}</tr>{rows}</table>")
+        body.append(f"<h2>{inline(s.title)}</h2>\n<table border=1 cellpadding=4><tr>{head}</tr>{rows}</table>"
+                    + (f"\n<p>{inline(s.note)}</p>" if s.note else ""))
     title = inline(intro[0][2:]) if intro else "FocalMix reproduction"
     return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{title}</title></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")

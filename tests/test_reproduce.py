@@ -111,7 +111,8 @@ def test_grid_runs_reports_and_a_rerun_skips_finished_runs(tmp_path: Path) -> No
     assert "| SFL without soft alpha and beta diverges | yes | diverged in 1 of 1 seeds |" in text
     assert "RuntimeError: out of memory" in text  # the failed runs' error, in the runs section
     assert (tmp_path / "reports/figure3.png").stat().st_size > 1000
-    assert "<table" in (tmp_path / "reports/tables.html").read_text()
+    assert "![Figure 3: CPM against the unlabeled pool size](figure3.png)" in text
+    assert '<img alt="Figure 3' in (tmp_path / "reports/tables.html").read_text()
     rows = list(csv.DictReader((tmp_path / "reports/tables.csv").open()))
     sfl = next(r for r in rows if r["table"] == "table3a" and r["row"] == "SFL")
     assert sfl["paper"] == "85.2" and sfl["kit_seeds"] == "1" and sfl["scale"] == "smoke"
