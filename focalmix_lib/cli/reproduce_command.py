@@ -6,7 +6,7 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from focalmix_lib.reproduce_grid import TABLES
+    from focalmix_lib.reproduce_grid import TABLES, parse_shard
 
     parser = subparsers.add_parser(
         "reproduce", help="run the paper's ablation grid through papermill and write its tables",
@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--profile", choices=("quick", "standard", "paper"), default="quick")
     parser.add_argument("--out", default="reports", help="output folder (default: reports)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per cell: mean ± std (default 1)")
-    parser.add_argument("--shard", help="run only shard i of n (0 <= i < n), e.g. $SLURM_ARRAY_TASK_ID/4")
+    parser.add_argument("--shard", type=parse_shard, help="run only shard i of n (0 <= i < n), e.g. $SLURM_ARRAY_TASK_ID/4")
     parser.add_argument("--only", default=",".join(TABLES),
                         help=f"comma-separated tables (default: all of {','.join(TABLES)})")
     parser.add_argument("--collect", action="store_true",
@@ -29,13 +29,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
+    import sys
+
     from focalmix_lib.reproduce import reproduce
-    from focalmix_lib.reproduce_grid import parse_shard
+    from focalmix_lib.reproduce_grid import TABLES
 
     only = tuple(t.strip() for t in args.only.split(",") if t.strip())
-    shard = parse_shard(args.shard) if args.shard else None
-    tables = reproduce(args.profile, args.out, seeds=args.seeds, shard=shard, only=only, collect=args.collect,
+    unknown = sorted(set(only) - set(TABLES))
+    if unknown or args.seeds < 1:
+        print(f"focalmix reproduce: error: unknown table(s) {unknown} (choose from {','.join(TABLES)})" if unknown
+              else "focalmix reproduce: error: --seeds must be at least 1", file=sys.stderr)
+        return 2
+    tables = reproduce(args.profile, args.out, seeds=args.seeds, shard=args.shard, only=only, collect=args.collect,
                        data=args.data, chapters=args.chapters)
-    print(f"tables: {tables}" if tables else f"shard {args.shard} done; when every shard has finished run: "
+    shard = f"{args.shard[0]}/{args.shard[1]}" if args.shard else ""
+    print(f"tables: {tables}" if tables else f"shard {shard} done; when every shard has finished run: "
           f"focalmix reproduce --profile {args.profile} --out {args.out} --seeds {args.seeds} --collect")
     return 0
