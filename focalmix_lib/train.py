@@ -179,7 +179,7 @@ def _train_loop(cfg: TrainConfig, run: RunFolder, model: torch.nn.Module, detect
 
     def predict_logits(views: Tensor) -> list[Tensor]:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            return [logits.float() for logits in detector(views).cls_logits]
+            return [logits.float() for logits in detector.classify(views)]
 
     pending: list[dict[str, Any]] = []
     started = time.perf_counter()

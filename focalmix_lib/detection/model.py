@@ -1,8 +1,9 @@
 """The one-stage 3D FPN detector (RetinaNet-style) of the paper's base model.
 
 Forward, in four steps:
-1. stem: a stride-1 convolution block at full resolution;
-2. backbone: residual stages, each halving the resolution (strides 2, 4, 8, ...);
+1. stem: a stride-2 convolution block;
+2. backbone: residual stages at strides 2, 4, 8, ... (each after the first halves
+   the resolution);
 3. FPN: 1x1x1 laterals on the levels that carry heads, top-down nearest upsampling
    and addition, a 3x3x3 smoothing convolution per level;
 4. heads shared by all levels: ``head_depth`` conv blocks, then per-anchor logits
@@ -54,7 +55,7 @@ class DetectorConfig:
 
     in_channels: int = 1
     stem_channels: int = 16
-    stage_channels: tuple[int, ...] = (24, 32, 48, 64)
+    stage_channels: tuple[int, ...] = (16, 32, 48, 64)
     blocks_per_stage: int = 1
     fpn_channels: int = 48
     strides: tuple[int, ...] = (4, 8, 16)
@@ -164,16 +165,21 @@ class ResidualBlock(nn.Module):
 
 
 class Backbone(nn.Module):
-    """Stem and residual stages; returns the feature map of every stride ``2^(i+1)``."""
+    """Stem and residual stages; returns the feature map of every stride ``2^(i+1)``.
+
+    The stem is a strided convolution: nothing runs at full resolution with many
+    channels (in 3D that is where most of a step's time would go), so stage 0 works
+    at stride 2 without downsampling and every later stage halves the resolution.
+    """
 
     def __init__(self, config: DetectorConfig):
         super().__init__()
         groups = config.norm_groups
-        self.stem = ConvBlock(config.in_channels, config.stem_channels, groups)
+        self.stem = ConvBlock(config.in_channels, config.stem_channels, groups, stride=2)
         stages = []
         width = config.stem_channels
-        for out in config.stage_channels:
-            blocks = [ResidualBlock(width, out, groups, stride=2)]
+        for index, out in enumerate(config.stage_channels):
+            blocks = [ResidualBlock(width, out, groups, stride=1 if index == 0 else 2)]
             blocks += [ResidualBlock(out, out, groups) for _ in range(config.blocks_per_stage - 1)]
             stages.append(nn.Sequential(*blocks))
             width = out
@@ -251,6 +257,11 @@ class FPNDetector(nn.Module):
         self.box_head = DetectionHead(config.fpn_channels, anchors * 6, config.head_depth, config.norm_groups)
         self.box_coder = BoxCoder()
         self._anchor_cache: dict[tuple[tuple[int, ...], str], Tensor] = {}
+
+    def classify(self, x: Tensor) -> list[Tensor]:
+        """Classification logits only, ``(B, A, D_l, H_l, W_l)`` per level (target prediction
+        needs no box deltas, so the box head is skipped)."""
+        return [self.cls_head(level) for level in self.fpn(self.backbone(x))]
 
     def forward(self, x: Tensor) -> DetectorOutput:
         levels = self.fpn(self.backbone(x))
