@@ -102,7 +102,7 @@ def our_training_step(cfg: TrainConfig, model: FPNDetector) -> Step:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def predict_logits(views: Tensor) -> list[Tensor]:
-        return [logits.float() for logits in model(views).cls_logits]
+        return [logits.float() for logits in model.classify(views)]
 
     def step(index: int, batch: Batch) -> None:
         labeled, boxes, unlabeled = batch
