@@ -231,7 +231,8 @@ def plot_figure3(cells: list[Cell], by_cell_cpm: dict[str, list[float]], profile
                     capsize=3, label="kit (mean ± std over seeds)")
         ax.legend()
     smoke = ", smoke scale" if PROFILES[profile].smoke else ""
-    ax.set_title(f"Figure 3: CPM vs unlabeled pool ({labeled} labeled scans, {profile} profile{smoke})")
+    ax.set_title(f"Figure 3: CPM vs unlabeled pool size\n({labeled} labeled scans, {profile} profile{smoke})")
+    ax.set_ylim(0, 100)
     ax.set_xlabel("unlabeled scans in the pool")
     ax.set_ylabel("CPM (%)")
     ax.grid(alpha=0.3)
