@@ -73,7 +73,8 @@ class TrainConfig:
         "quick": dict(
             model_preset="quick", data_dir="data/quick", spacing_mm=2.0, patch_size=32,
             test_subsets=(1,), labeled=0, unlabeled=16, batch_labeled=4, batch_unlabeled=4,
-            steps=300, lr=2e-3, warmup_steps=20, rampup_steps=100, checkpoint_every=100, log_every=5,
+            positive_fraction=0.7, steps=600, lr=3e-3, warmup_steps=20, rampup_steps=200, checkpoint_every=100,
+            log_every=5,
         ),
         "paper": dict(
             model_preset="paper", data_dir="data/paper", spacing_mm=1.0, patch_size=160,

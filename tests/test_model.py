@@ -42,7 +42,8 @@ def test_paper_preset_shapes_at_a_small_input():
 def test_classification_starts_at_the_prior():
     config = from_preset(DetectorConfig, "quick")
     model = FPNDetector(config)
-    assert model.cls_head.output.bias.detach().allclose(torch.full((3,), -math.log(99.0)))
+    anchors = config.anchors_per_location
+    assert model.cls_head.output.bias.detach().allclose(torch.full((anchors,), -math.log(99.0)))
     with torch.no_grad():
         probabilities = torch.sigmoid(flatten_levels(model(torch.rand(2, 1, 32, 32, 32)).cls_logits))
     assert abs(probabilities.mean().item() - 0.01) < 0.003
