@@ -22,7 +22,7 @@ def test_layout(quick_phantoms):
     assert sorted(p.name for p in quick_phantoms.glob("subset*")) == ["subset0", "subset1"]
     assert all(uid.startswith("1.3.6.1.4.1.14519.5.2.1.6279.6001.") for uid in folder.seriesuids)
     assert all(folder.scan_path(uid).with_suffix(".raw").is_file() for uid in folder.seriesuids)
-    assert not (quick_phantoms / "seriesuids.csv").read_text().startswith("seriesuid")
+    assert not (quick_phantoms / "seriesuids.csv").read_text(encoding="utf-8").startswith("seriesuid")
     d = folder.annotations.value
     assert len(d) > 20 and d.min() >= 6.0 and d.max() <= 20.0
     assert (folder.excluded.value < 3.0).any()

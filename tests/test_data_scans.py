@@ -99,7 +99,7 @@ def test_truncated_raw(tmp_path, phantom_scan):
 def test_dimsize_not_matching_data(tmp_path, phantom_scan):
     path = _copy_scan(phantom_scan.path, tmp_path)
     d, h, w = phantom_scan.volume.shape
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     path.write_text(text.replace(f"DimSize = {w} {h} {d}", f"DimSize = {w} {h} {d + 3}"))
     with pytest.raises(KitInputError, match="DimSize"):
         read_scan(path)

@@ -29,7 +29,7 @@ def folder(tiny_set, tmp_path):
 
 
 def _uids(folder):
-    return (folder / "seriesuids.csv").read_text().split()
+    return (folder / "seriesuids.csv").read_text(encoding="utf-8").split()
 
 
 def _check_fails(folder, capsys, *words):
@@ -64,7 +64,7 @@ def test_missing_and_truncated_raw(folder, capsys):
 
 def test_dimsize_mismatch(folder, capsys):
     mhd = folder / "subset0" / f"{_uids(folder)[2]}.mhd"
-    mhd.write_text(mhd.read_text().replace("DimSize = 112 112", "DimSize = 112 111"))
+    mhd.write_text(mhd.read_text(encoding="utf-8").replace("DimSize = 112 112", "DimSize = 112 111"))
     _check_fails(folder, capsys, f"{mhd.name[:-4]}.raw", "DimSize")
 
 
@@ -77,7 +77,7 @@ def test_uid_listed_without_scan(folder, capsys):
 def test_annotation_uid_without_scan(folder, capsys):
     with open(folder / "annotations.csv", "a") as f:
         f.write("1.2.3.4,0,0,-200,6\n")
-    rows = len((folder / "annotations.csv").read_text().splitlines())
+    rows = len((folder / "annotations.csv").read_text(encoding="utf-8").splitlines())
     _check_fails(folder, capsys, f"annotations.csv, row {rows}", "series 1.2.3.4 has no scan")
 
 
@@ -85,7 +85,7 @@ def test_annotation_outside_its_scan(folder, capsys):
     uid = _uids(folder)[0]
     with open(folder / "annotations.csv", "a") as f:
         f.write(f"{uid},0,0,500,6\n")
-    rows = len((folder / "annotations.csv").read_text().splitlines())
+    rows = len((folder / "annotations.csv").read_text(encoding="utf-8").splitlines())
     _check_fails(folder, capsys, f"annotations.csv, row {rows}", "outside its scan")
 
 
@@ -96,7 +96,7 @@ def test_annotation_outside_its_scan(folder, capsys):
     ("{uid},0,0,-200,-3\n", "diameter_mm must be positive"),
 ])
 def test_bad_annotation_values(folder, capsys, line, words):
-    text = (folder / "annotations.csv").read_text()
+    text = (folder / "annotations.csv").read_text(encoding="utf-8")
     (folder / "annotations.csv").write_text(text + line.format(uid=_uids(folder)[0]))
     _check_fails(folder, capsys, f"annotations.csv, row {len(text.splitlines()) + 1}", words)
 

@@ -409,7 +409,7 @@ def test_command_writes_all_outputs(tmp_path, capsys):
     assert main(cli_args(paths, out, "--bootstrap", "20", "--seed", "4")) == 0
     printed = capsys.readouterr().out
     assert "CPM" in printed and printed.count("FP/scan") == 7
-    froc = json.loads((out / "froc.json").read_text())
+    froc = json.loads((out / "froc.json").read_text(encoding="utf-8"))
     result = evaluate_files(paths["annotations"], paths["excluded"], paths["seriesuids"], paths["predictions"],
                             bootstrap=20, seed=4)
     assert froc == json.loads(json.dumps(result.to_json()))
@@ -420,9 +420,9 @@ def test_command_writes_all_outputs(tmp_path, capsys):
     np.testing.assert_array_equal(curve["fps_per_scan"], result.fps_per_scan)
     np.testing.assert_array_equal(curve["threshold"], result.thresholds)
     assert (out / "froc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    html = (out / "froc.html").read_text()
+    html = (out / "froc.html").read_text(encoding="utf-8")
     assert "threshold" in html and "plotly" in html.lower()
-    nodules = (out / "froc_nodules.csv").read_text().splitlines()
+    nodules = (out / "froc_nodules.csv").read_text(encoding="utf-8").splitlines()
     assert len(nodules) == 1 + len(result.nodules.detected)
     assert sorted(p.name for p in out.iterdir()) == ["froc.csv", "froc.html", "froc.json", "froc.png",
                                                      "froc_nodules.csv"]
@@ -433,7 +433,7 @@ def test_write_outputs_without_bootstrap(tmp_path):
     result = evaluate_files(paths["annotations"], paths["excluded"], paths["seriesuids"], paths["predictions"])
     written = write_outputs(result, tmp_path / "run")
     assert all(p.is_file() for p in written)
-    assert "bootstrap" not in json.loads((tmp_path / "run" / "froc.json").read_text())
+    assert "bootstrap" not in json.loads((tmp_path / "run" / "froc.json").read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("content, message", [
@@ -454,7 +454,7 @@ def test_command_accepts_empty_and_duplicate_predictions(tmp_path, capsys):
     paths = write_case(tmp_path)
     paths["predictions"].write_text("seriesuid,coordX,coordY,coordZ,probability\n")
     assert main(cli_args(paths, tmp_path / "empty")) == 0
-    assert json.loads((tmp_path / "empty" / "froc.json").read_text())["cpm"] == 0.0
+    assert json.loads((tmp_path / "empty" / "froc.json").read_text(encoding="utf-8"))["cpm"] == 0.0
     # A duplicated FP row is two FPs, as in the official evaluation.
     annotations = table([("a", 0.0, 0.0, 0.0, 10.0)])
     once = evaluate_froc(annotations, NO_FINDINGS, ["a"], table([("a", 50.0, 0.0, 0.0, 0.5)]))

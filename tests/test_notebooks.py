@@ -83,7 +83,7 @@ def test_train_chapter_trains_detects_and_prints_its_summary(trained_run):
     assert summary["status"] == "completed" and summary["method"] == "focalmix"
     assert 0.0 <= summary["cpm"] <= 1.0
     assert (run_dir / "predictions.csv").is_file() and (run_dir / "froc.json").is_file()
-    assert len([json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]) == 4
+    assert len([json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]) == 4
     assert len(outputs(notebook, "image/png")) >= 2  # live loss curves, FROC
 
 
@@ -112,5 +112,5 @@ def test_chapters_on_a_trained_run(trained_run, tiny_phantoms, tmp_path):
     notebook = nbformat.read(chapter6, as_version=4)
     assert len(outputs(notebook, "image/png")) >= 3  # FROC, hits, napari
     assert (tmp_path / "06" / "napari_view.png").stat().st_size > 1000
-    table = (tmp_path / "06" / "nodule_outcomes.csv").read_text().splitlines()
+    table = (tmp_path / "06" / "nodule_outcomes.csv").read_text(encoding="utf-8").splitlines()
     assert table[0].endswith("kind,location") and len(table) >= 2

@@ -41,5 +41,5 @@ def test_chapter_runs_in_quick_mode(name, tables, figures, quick_phantoms, share
                  if "image/png" in output.get("data", {}))
     assert images == figures
     for table in tables:
-        text = (out_dir / table).read_text()
+        text = (out_dir / table).read_text(encoding="utf-8")
         assert len(text.splitlines()) >= 2 and "nan" not in text.split("\n", 1)[1].lower()

@@ -98,12 +98,12 @@ def test_grid_runs_reports_and_a_rerun_skips_finished_runs(tmp_path: Path) -> No
     tables = run_quick(tmp_path, executor)
     _, runs = build_grid("quick", tmp_path / "data")
     assert len(executor.calls) == len(runs)  # a failing and a diverged run do not stop the grid
-    text = tables.read_text()
+    text = tables.read_text(encoding="utf-8")
     table1 = text.split("## Table 1")[1].split("## ")[0]
     assert "| 25 labeled + 0 unlabeled | paper | 46.7 | 54.0 | 60.6 | 68.6 | 74.4 | 79.1 | 82.4 | 66.6 |" in table1
     assert "1 failed of 1" in table1
     fifty = next(r for r in runs if r.cells == (("table1", "50 labeled + 0 unlabeled"),))
-    kit_cpm = json.loads((tmp_path / "reports/runs" / fifty.run_id / "froc.json").read_text())["cpm"]
+    kit_cpm = json.loads((tmp_path / "reports/runs" / fifty.run_id / "froc.json").read_text(encoding="utf-8"))["cpm"]
     assert f"| 50 labeled + 0 unlabeled | paper | 57.2 |" in table1
     assert f"{100 * kit_cpm:.1f} |" in table1.split("| 50 labeled + 0 unlabeled |")[1].split("\n")[1]
     table3a = text.split("## Table 3a")[1].split("## ")[0]
@@ -112,7 +112,7 @@ def test_grid_runs_reports_and_a_rerun_skips_finished_runs(tmp_path: Path) -> No
     assert "RuntimeError: out of memory" in text  # the failed runs' error, in the runs section
     assert (tmp_path / "reports/figure3.png").stat().st_size > 1000
     assert "![Figure 3: CPM against the unlabeled pool size](figure3.png)" in text
-    assert '<img alt="Figure 3' in (tmp_path / "reports/tables.html").read_text()
+    assert '<img alt="Figure 3' in (tmp_path / "reports/tables.html").read_text(encoding="utf-8")
     rows = list(csv.DictReader((tmp_path / "reports/tables.csv").open()))
     sfl = next(r for r in rows if r["table"] == "table3a" and r["row"] == "SFL")
     assert sfl["paper"] == "85.2" and sfl["kit_seeds"] == "1" and sfl["scale"] == "smoke"
@@ -122,7 +122,7 @@ def test_grid_runs_reports_and_a_rerun_skips_finished_runs(tmp_path: Path) -> No
     run_quick(tmp_path, rerun)
     assert sorted(p.name for p in rerun.calls) == sorted(r.run_id for r in runs if ("table1", "25 labeled + 0 unlabeled")
                                                           in r.cells or ("table1", "25 labeled + 400 unlabeled") in r.cells)
-    assert "failed" not in (tmp_path / "reports/tables.md").read_text().split("## Table 1")[1].split("## ")[0]
+    assert "failed" not in (tmp_path / "reports/tables.md").read_text(encoding="utf-8").split("## Table 1")[1].split("## ")[0]
 
 
 def test_shards_then_collect_fill_every_table(tmp_path: Path) -> None:
@@ -132,7 +132,7 @@ def test_shards_then_collect_fill_every_table(tmp_path: Path) -> None:
     _, runs = build_grid("quick", tmp_path / "data", seeds=2)
     assert sorted(p.name for p in executor.calls) == sorted(r.run_id for r in runs)
     tables = run_quick(tmp_path, FakeExecutor(), seeds=2, collect=True)
-    text = tables.read_text()
+    text = tables.read_text(encoding="utf-8")
     tables_part = text.split("## Table 1")[1].split("## Runs")[0]
     assert "0 pending" in text and "pending" not in tables_part and "| — |" not in tables_part.replace("| — | ", "")
     assert all(f"## {title}" in text for title in ("Table 1", "Table 3a", "Table 3b", "Table 3c", "Table 4",

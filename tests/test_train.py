@@ -58,9 +58,9 @@ def test_interrupted_run_resumes_bit_identically(tiny_config: TrainConfig, tmp_p
 def test_completed_run_is_not_trained_again(tiny_config: TrainConfig, tmp_path: Path) -> None:
     cfg = replace(tiny_config, steps=2)
     assert train(cfg, tmp_path, progress=False) == "completed"
-    before = (tmp_path / "metrics.jsonl").read_text()
+    before = (tmp_path / "metrics.jsonl").read_text(encoding="utf-8")
     assert train(cfg, tmp_path, progress=False) == "completed"
-    assert (tmp_path / "metrics.jsonl").read_text() == before
+    assert (tmp_path / "metrics.jsonl").read_text(encoding="utf-8") == before
 
 
 def test_run_folder_refuses_other_settings(tiny_config: TrainConfig, tmp_path: Path) -> None:
@@ -95,7 +95,7 @@ def test_detect_and_evaluate_a_run(tiny_config: TrainConfig, tmp_path: Path) -> 
     assert len(set(predictions.seriesuid)) == 2 and len(predictions) <= 2 * 20
     assert ((predictions.value >= 0) & (predictions.value <= 1)).all()
     result = evaluate_run(tmp_path)
-    froc = json.loads((tmp_path / "froc.json").read_text())
+    froc = json.loads((tmp_path / "froc.json").read_text(encoding="utf-8"))
     assert froc["cpm"] == pytest.approx(result.cpm) and 0.0 <= result.cpm <= 1.0
 
 
