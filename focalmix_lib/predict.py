@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 from tqdm.auto import tqdm
 
 from focalmix_lib.config import load_yaml
@@ -47,6 +48,21 @@ def test_uids(cfg: TrainConfig) -> list[str]:
     return uids[:cfg.test_scans] if cfg.test_scans else uids
 
 
+def inside_lungs(boxes: np.ndarray, scores: np.ndarray, lung_mask: np.ndarray, margin_voxels: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the detections whose centre lies in the lung mask grown by ``margin_voxels``.
+
+    Nodules live in the lungs; the margin keeps juxta-pleural ones, whose centre can
+    sit just outside a threshold-based lung mask. ``boxes (K, 6)``, ``scores (K,)``.
+    """
+    grown = ndimage.binary_dilation(lung_mask, ndimage.generate_binary_structure(3, 1),
+                                    iterations=max(0, int(round(margin_voxels)))) if margin_voxels >= 1 else lung_mask
+    centres = np.rint((boxes[:, :3] + boxes[:, 3:]) / 2).astype(np.int64)
+    centres = np.clip(centres, 0, np.asarray(lung_mask.shape) - 1)
+    keep = grown[centres[:, 0], centres[:, 1], centres[:, 2]]
+    return boxes[keep], scores[keep]
+
+
 def detect_run(run_dir: str | Path, data_dir: str | Path | None = None, out: str | Path | None = None,
                progress: bool = True) -> Path:
     """Write the LUNA16 submission of a run's test scans; returns its path.
@@ -63,6 +79,8 @@ def detect_run(run_dir: str | Path, data_dir: str | Path | None = None, out: str
         scan = load_preprocessed(folder.scan_path(uid), cfg.spacing_mm, None, scan_cache_dir(cfg))
         boxes, scores = detect_volume(model, scan.volume, cfg.patch_size, cfg.window_overlap, cfg.score_threshold,
                                       cfg.nms_iou, cfg.max_detections, device=device)
+        if cfg.lung_margin_mm >= 0:
+            boxes, scores = inside_lungs(boxes, scores, scan.lung_mask, cfg.lung_margin_mm / cfg.spacing_mm)
         world, _, probability = detections_to_world(boxes, scores, scan.geometry)
         uids += [uid] * len(probability)
         centres.append(world)

@@ -61,6 +61,7 @@ class TrainConfig:
     score_threshold: float = 0.05
     nms_iou: float = 0.1
     max_detections: int = 100  # per scan; the LUNA16 evaluation keeps at most 100
+    lung_margin_mm: float = 10.0  # keep detections within this distance of the lungs (-1: keep all)
     # --- bookkeeping ------------------------------------------------------------
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...

@@ -7,6 +7,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,3 +114,16 @@ def test_cli_train_rejects_unknown_field_and_bad_value(quick_phantoms: Path, tmp
     with pytest.raises(ValueError, match="takes a number"):
         main([*base, "--set", "gamma=high"])
     assert not (tmp_path / "run").exists()
+
+
+def test_detections_outside_the_grown_lungs_are_dropped() -> None:
+    from focalmix_lib.predict import inside_lungs
+
+    mask = np.zeros((10, 10, 10), dtype=bool)
+    mask[4:6, 4:6, 4:6] = True
+    centres = np.array([[5, 5, 5], [5, 5, 7], [5, 5, 9]], dtype=np.float32)
+    boxes = np.concatenate([centres - 1, centres + 1], axis=1)
+    scores = np.array([0.9, 0.8, 0.7], dtype=np.float32)
+    kept_boxes, kept_scores = inside_lungs(boxes, scores, mask, margin_voxels=2)
+    assert kept_scores.tolist() == pytest.approx([0.9, 0.8])
+    assert inside_lungs(boxes, scores, mask, margin_voxels=0)[1].tolist() == pytest.approx([0.9])
