@@ -9,10 +9,13 @@ installed in the running Python's environment (``python -m ipykernel install
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from focalmix_lib.viz.widgets import STATIC_WIDGETS_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -54,8 +57,17 @@ def run_notebook(name: str, out_dir: str | Path, parameters: Mapping[str, Any] |
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / filename
-    papermill.execute_notebook(
-        str(source), str(target), parameters=dict(parameters or {}), kernel_name=current_kernel_name(),
-        cwd=str(cwd if cwd is not None else REPO_ROOT), progress_bar=progress, execution_timeout=timeout_s,
-    )
+    # The kernel inherits this environment: its slider explorers draw statically.
+    previous = os.environ.get(STATIC_WIDGETS_ENV)
+    os.environ[STATIC_WIDGETS_ENV] = "1"
+    try:
+        papermill.execute_notebook(
+            str(source), str(target), parameters=dict(parameters or {}), kernel_name=current_kernel_name(),
+            cwd=str(cwd if cwd is not None else REPO_ROOT), progress_bar=progress, execution_timeout=timeout_s,
+        )
+    finally:
+        if previous is None:
+            del os.environ[STATIC_WIDGETS_ENV]
+        else:
+            os.environ[STATIC_WIDGETS_ENV] = previous
     return target

@@ -162,3 +162,16 @@ def test_nodule_outcomes_join_kinds(tmp_path):
     assert table[["kind", "detected"]].values.tolist() == [["solid", True], ["ground-glass", False]]
     assert_labelled(run_plots.plot_nodule_hits(table))
     assert "kind" not in run_plots.nodule_outcomes(result, None)
+
+
+def test_explorer_draws_once_without_interact_under_batch_execution(monkeypatch):
+    import ipywidgets as widgets
+
+    from focalmix_lib.viz.widgets import STATIC_WIDGETS_ENV, explorer
+
+    calls = []
+    monkeypatch.setenv(STATIC_WIDGETS_ENV, "1")
+    box = explorer(lambda a, b: calls.append((a, b)), a=widgets.FloatSlider(value=0.25), b=widgets.IntSlider(value=3))
+    assert calls == [(0.25, 3)]
+    assert isinstance(box, widgets.VBox) and not isinstance(box, widgets.interactive)
+    assert [child.value for child in box.children] == [0.25, 3]

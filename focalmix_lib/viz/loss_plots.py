@@ -14,6 +14,7 @@ import torch
 from matplotlib.figure import Figure
 
 from focalmix_lib.losses import focal_loss, soft_focal_loss
+from focalmix_lib.viz.widgets import explorer
 
 # The four rows of the paper's Table 3a: (name, soft_alpha, soft_beta).
 SFL_VARIANTS: tuple[tuple[str, bool, bool], ...] = (
@@ -131,15 +132,15 @@ def plot_sfl_at(alpha0: float, alpha1: float, gamma: float, y: float) -> Figure:
 def sfl_explorer(alpha0: float = 0.25, alpha1: float = 0.75, gamma: float = 2.0, y: float = 0.3):
     """ipywidgets sliders for alpha0, alpha1, gamma and y that redraw :func:`plot_sfl_at`.
 
-    Returns the ``ipywidgets.interactive`` box; it draws its initial state when built
-    (in Jupyter; under papermill the widget is built, and the figure stays in its state).
+    Returns the widget (:func:`focalmix_lib.viz.widgets.explorer`: live in Jupyter,
+    the default state drawn once under papermill).
     """
     import ipywidgets as widgets
 
     def draw(alpha0: float, alpha1: float, gamma: float, y: float) -> None:
         plt.show(plot_sfl_at(alpha0, alpha1, gamma, y))
 
-    return widgets.interactive(
+    return explorer(
         draw,
         alpha0=widgets.FloatSlider(value=alpha0, min=0.0, max=1.0, step=0.05, description="alpha0"),
         alpha1=widgets.FloatSlider(value=alpha1, min=0.0, max=1.0, step=0.05, description="alpha1"),

@@ -20,6 +20,7 @@ from focalmix_lib.ssl.mixup import mixup_lambda
 from focalmix_lib.ssl.target_prediction import sharpen
 from focalmix_lib.ssl.transforms import SpatialTransform
 from focalmix_lib.viz.scan_plots import LUNG_WINDOW, to_hu
+from focalmix_lib.viz.widgets import explorer
 
 Logits = Callable[[torch.Tensor], Sequence[torch.Tensor]]
 
@@ -127,13 +128,13 @@ def plot_sharpening(average: torch.Tensor, side: int, temperature: float) -> Fig
 
 
 def sharpen_explorer(average: torch.Tensor, side: int, temperature: float = 0.5):
-    """An ipywidgets slider for T that redraws :func:`plot_sharpening`."""
+    """An ipywidgets slider for T that redraws :func:`plot_sharpening` (:func:`focalmix_lib.viz.widgets.explorer`)."""
     import ipywidgets as widgets
 
     def draw(temperature: float) -> None:
         plt.show(plot_sharpening(average, side, temperature))
 
-    return widgets.interactive(draw, temperature=widgets.FloatLogSlider(value=temperature, base=10, min=-1.3, max=0.5,
+    return explorer(draw, temperature=widgets.FloatLogSlider(value=temperature, base=10, min=-1.3, max=0.5,
                                                                         step=0.05, description="T"))
 
 
