@@ -197,7 +197,7 @@ def _train_loop(cfg: TrainConfig, run: RunFolder, model: torch.nn.Module, detect
         if not torch.isfinite(losses.total):
             if rank == 0:
                 run.append_metrics(pending)
-            return "diverged", f"non-finite loss ({float(losses.total)}) at step {step}"
+            return "diverged", f"non-finite loss ({losses.total.item()}) at step {step}"
         optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -207,7 +207,7 @@ def _train_loop(cfg: TrainConfig, run: RunFolder, model: torch.nn.Module, detect
         done = step + 1
         if rank == 0 and (done % cfg.log_every == 0 or done == cfg.steps):
             record = {
-                "step": done, "loss": float(losses.total), "loss_labeled": losses.labeled,
+                "step": done, "loss": losses.total.item(), "loss_labeled": losses.labeled,
                 "loss_unlabeled": losses.unlabeled, "loss_box": losses.box,
                 "unlabeled_weight": losses.unlabeled_weight, "mixup_lambda": losses.mixup_lambda,
                 "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 3),
