@@ -83,7 +83,7 @@ def test_threshold_slider_hides_detections_below_it(luna_folder: Path) -> None:
     from focalmix_lib.viz import napari_view
 
     scene = napari_view.scene_from_files(luna_folder, UID, luna_folder / "predictions_sized.csv")
-    viewer = napari_view.build_viewer(**scene.viewer_inputs(), threshold=0.5)
+    viewer = napari_view.build_viewer(scene, threshold=0.5)
     try:
         detections = viewer.layers[napari_view.DETECTION_LAYER]
         np.testing.assert_array_equal(detections.shown, [True, True, False])

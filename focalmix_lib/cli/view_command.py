@@ -40,7 +40,7 @@ def run_view(args: argparse.Namespace) -> int:
 
     scene = napari_view.scene_from_files(args.data, args.uid, args.predictions)
     if args.png is not None:
-        path = napari_view.render_png(args.png, **scene.viewer_inputs(), threshold=args.threshold,
+        path = napari_view.render_png(args.png, scene, threshold=args.threshold,
                                       size=tuple(args.size))
         print(f"wrote {path}")
         return 0
@@ -49,7 +49,7 @@ def run_view(args: argparse.Namespace) -> int:
         return 1
     import napari
 
-    napari_view.build_viewer(**scene.viewer_inputs(), threshold=args.threshold, show=True,
+    napari_view.build_viewer(scene, threshold=args.threshold, show=True,
                              title=f"FocalMix kit: {args.uid}")
     napari.run()
     return 0

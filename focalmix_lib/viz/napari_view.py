@@ -27,9 +27,9 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -82,10 +82,6 @@ class Scene:
     detection_diameters_mm: NDArray[np.float64]
     probabilities: NDArray[np.float64]
 
-    def viewer_inputs(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`build_viewer` and :func:`render_png`."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
 
 def ensure_display() -> str:
     """Return ``DISPLAY``; where it is unset, start an Xvfb server first and set it.
@@ -136,33 +132,24 @@ def _stop_server(server: subprocess.Popen) -> None:
 
 
 def build_viewer(
-    volume_hu: ArrayLike,
-    spacing_zyx: tuple[float, float, float],
-    annotations_zyx: ArrayLike,
-    annotation_diameters_mm: ArrayLike,
-    detections_zyx: ArrayLike,
-    detection_diameters_mm: ArrayLike,
-    probabilities: ArrayLike,
-    threshold: float = 0.5,
-    show: bool = False,
-    title: str = "FocalMix kit",
+    scene: Scene, threshold: float = 0.5, show: bool = False, title: str = "FocalMix kit",
 ) -> "napari.Viewer":
-    """A napari viewer in 3D showing the scene described in this module's docstring.
+    """A napari viewer in 3D showing ``scene`` as this module's docstring describes.
 
-    Shapes: ``volume_hu`` (D, H, W); ``annotations_zyx`` (M, 3) with
+    Shapes (:class:`Scene`): ``volume_hu`` (D, H, W); ``annotations_zyx`` (M, 3) with
     ``annotation_diameters_mm`` (M,); ``detections_zyx`` (K, 3) with
     ``detection_diameters_mm`` (K,) and ``probabilities`` (K,). Detections with
     probability below ``threshold`` start hidden.
     """
-    volume = np.asarray(volume_hu, dtype=np.float32)
+    volume = np.asarray(scene.volume_hu, dtype=np.float32)
     if volume.ndim != 3:
         raise ValueError(f"volume_hu must be (D, H, W), got shape {volume.shape}")
-    spacing = np.asarray(spacing_zyx, dtype=np.float64).reshape(3)
-    annotations = _points_mm(annotations_zyx, spacing)
-    detections = _points_mm(detections_zyx, spacing)
-    annotation_sizes = np.asarray(annotation_diameters_mm, dtype=np.float64).reshape(-1)
-    detection_sizes = np.asarray(detection_diameters_mm, dtype=np.float64).reshape(-1)
-    probability = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+    spacing = np.asarray(scene.spacing_zyx, dtype=np.float64).reshape(3)
+    annotations = _points_mm(scene.annotations_zyx, spacing)
+    detections = _points_mm(scene.detections_zyx, spacing)
+    annotation_sizes = np.asarray(scene.annotation_diameters_mm, dtype=np.float64).reshape(-1)
+    detection_sizes = np.asarray(scene.detection_diameters_mm, dtype=np.float64).reshape(-1)
+    probability = np.asarray(scene.probabilities, dtype=np.float64).reshape(-1)
     if len(annotation_sizes) != len(annotations):
         raise ValueError(f"{len(annotations)} annotations but {len(annotation_sizes)} diameters")
     if not len(detections) == len(detection_sizes) == len(probability):
@@ -210,19 +197,13 @@ def set_detection_threshold(viewer: "napari.Viewer", threshold: float) -> None:
 
 def render_png(
     out_path: str | Path,
-    volume_hu: ArrayLike,
-    spacing_zyx: tuple[float, float, float],
-    annotations_zyx: ArrayLike,
-    annotation_diameters_mm: ArrayLike,
-    detections_zyx: ArrayLike,
-    detection_diameters_mm: ArrayLike,
-    probabilities: ArrayLike,
+    scene: Scene,
     threshold: float = 0.5,
     angles: tuple[float, float, float] = DEFAULT_ANGLES,
     zoom: float = 1.5,
     size: tuple[int, int] = (800, 800),
 ) -> Path:
-    """Render the :func:`build_viewer` scene headless and write it as a PNG (atomically).
+    """Render ``scene`` as :func:`build_viewer` shows it, headless, and write it as a PNG (atomically).
 
     ``angles``: camera (rx, ry, rz) in degrees; ``zoom``: factor on the zoom at which
     the scan's bounding box fits from any angle (1.5 fills the frame in near-frontal
@@ -232,15 +213,12 @@ def render_png(
     from PIL import Image
 
     out_path = Path(out_path)
-    viewer = build_viewer(
-        volume_hu, spacing_zyx, annotations_zyx, annotation_diameters_mm, detections_zyx,
-        detection_diameters_mm, probabilities, threshold=threshold, show=False,
-    )
+    viewer = build_viewer(scene, threshold=threshold, show=False)
     try:
         _show_off_screen(viewer)
         camera = viewer.scene.camera
         camera.angles = tuple(float(a) for a in angles)
-        camera.zoom = zoom * _zoom_to_fit(np.shape(volume_hu), spacing_zyx, size)
+        camera.zoom = zoom * _zoom_to_fit(np.shape(scene.volume_hu), scene.spacing_zyx, size)
         pixels = viewer.screenshot(canvas_only=True, size=tuple(int(n) for n in size))
     finally:
         viewer.close()
