@@ -42,12 +42,6 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
-    """Atomically write ``data`` to ``path``."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
 def write_json(path: str | Path, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")

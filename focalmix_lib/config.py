@@ -20,9 +20,6 @@ from focalmix_lib import atomic
 
 C = TypeVar("C")
 
-PRESET_NAMES = ("quick", "standard", "paper")
-
-
 def from_preset(cls: type[C], name: str, **overrides: Any) -> C:
     """Build ``cls`` from the named preset, then apply ``overrides`` (field -> value)."""
     presets: Mapping[str, Mapping[str, Any]] = getattr(cls, "PRESETS", {})

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,8 +104,3 @@ class RunFolder:
             path = found[-1][1]
         return torch.load(path, map_location=map_location, weights_only=True)
 
-
-def iter_runs(root: Path) -> Iterator[RunFolder]:
-    """Every run folder (a folder with config.yaml) below ``root``."""
-    for config in sorted(root.rglob("config.yaml")):
-        yield RunFolder(config.parent)
