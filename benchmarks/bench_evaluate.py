@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from focalmix_lib.data.luna_csv import FindingTable
-from focalmix_lib.evaluate import evaluate_froc
+from focalmix_lib.evaluation.luna16 import evaluate_froc
 
 N_SCANS, MARKS_PER_SCAN, N_NODULES, N_EXCLUDED = 888, 100, 1200, 1500
 

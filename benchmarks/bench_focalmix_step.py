@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from focalmix_lib.config import from_preset
-from focalmix_lib.train import build_model
-from focalmix_lib.train_config import TrainConfig
+from focalmix_lib.training.detector import build_model
+from focalmix_lib.training.config import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_training import compare, our_training_step, synthetic_batch  # noqa: E402  (a sibling script)

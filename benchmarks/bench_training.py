@@ -43,11 +43,11 @@ from torch import Tensor
 from focalmix_lib.config import from_preset
 from focalmix_lib.data.dataset import Luna16Folder, load_preprocessed
 from focalmix_lib.data.splits import split_scans
-from focalmix_lib.detection.inference import detect_volume
+from focalmix_lib.inference.sliding_window import detect_volume
 from focalmix_lib.detection.model import FPNDetector
-from focalmix_lib.objectives import step_losses
-from focalmix_lib.train import build_model
-from focalmix_lib.train_config import TrainConfig
+from focalmix_lib.training.objective import step_losses
+from focalmix_lib.training.detector import build_model
+from focalmix_lib.training.config import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _torchvision_stubs  # noqa: E402  (a sibling script module)

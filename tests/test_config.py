@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from focalmix_lib.config import from_preset, load_yaml, parse_overrides, replace_fields, save_yaml
-from focalmix_lib.train_config import TrainConfig
+from focalmix_lib.training.config import TrainConfig
 
 
 def test_presets_change_only_their_fields() -> None:

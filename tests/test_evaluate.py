@@ -18,9 +18,10 @@ import pytest
 from focalmix_lib.cli import main
 from focalmix_lib.data.luna_csv import FindingTable, write_findings, write_seriesuids
 from focalmix_lib.errors import KitInputError
-from focalmix_lib.evaluate import (
-    BAND_FPS_PER_SCAN, OPERATING_POINTS, draw_bootstrap_resamples, evaluate_files, evaluate_froc, write_outputs,
-)
+from focalmix_lib.evaluation.bootstrap import draw_bootstrap_resamples
+from focalmix_lib.evaluation.luna16 import evaluate_files, evaluate_froc
+from focalmix_lib.evaluation.outputs import write_outputs
+from focalmix_lib.evaluation.results import BAND_FPS_PER_SCAN, OPERATING_POINTS
 
 KEYS = ["0.125", "0.25", "0.5", "1.0", "2.0", "4.0", "8.0"]
 

@@ -10,7 +10,7 @@ from focalmix_lib.config import from_preset
 from focalmix_lib.data.coordinates import ScanGeometry, voxel_to_world
 from focalmix_lib.detection.anchors import flatten_levels
 from focalmix_lib.detection.boxes import box_iou
-from focalmix_lib.detection.inference import detect_volume, detections_to_world, window_starts
+from focalmix_lib.inference.sliding_window import detect_volume, detections_to_world, window_starts
 from focalmix_lib.detection.matching import build_targets
 from focalmix_lib.detection.model import DetectorConfig, FPNDetector
 from focalmix_lib.losses import box_regression_loss, soft_focal_loss

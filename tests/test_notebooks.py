@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("papermill")
 
-from focalmix_lib.notebooks import NOTEBOOK_DIR, run_notebook  # noqa: E402
+from focalmix_lib.reproduction.notebooks import NOTEBOOK_DIR, run_notebook  # noqa: E402
 
 CHAPTERS = ("00_quickstart", "01_data_and_anchors", "02_focal_vs_soft_focal_loss",
             "03_anchor_level_target_prediction", "04_mixup_for_detection", "05_train", "06_evaluate")

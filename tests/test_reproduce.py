@@ -16,10 +16,10 @@ import pytest
 
 from focalmix_lib import atomic
 from focalmix_lib.config import from_preset, save_yaml
-from focalmix_lib.reproduce import reproduce
-from focalmix_lib.reproduce_grid import FP_KEYS, TABLES, build_grid, parse_shard, read_paper_table, shard_runs
-from focalmix_lib.runs import RunFolder
-from focalmix_lib.train_config import TrainConfig
+from focalmix_lib.reproduction.grid import FP_KEYS, TABLES, build_grid, parse_shard, read_paper_table, shard_runs
+from focalmix_lib.reproduction.runner import reproduce
+from focalmix_lib.training.config import TrainConfig
+from focalmix_lib.training.run_folder import RunFolder
 
 PAPER_FILES = {"table1": "table1_main_results.csv", "table3a": "table3a_loss_function.csv",
                "table3b": "table3b_augmentation_times.csv", "table3c": "table3c_mixup.csv",
@@ -142,7 +142,7 @@ def test_shards_then_collect_fill_every_table(tmp_path: Path) -> None:
 
 
 def test_chapters_run_once_in_order_with_declared_parameters(tmp_path: Path) -> None:
-    from focalmix_lib.reproduce import ReproducePaths, run_chapters
+    from focalmix_lib.reproduction.runner import ReproducePaths, run_chapters
 
     calls: list[tuple[str, dict[str, Any]]] = []
 

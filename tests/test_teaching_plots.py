@@ -145,7 +145,7 @@ def test_loss_curves_and_live_plot():
 
 
 def test_nodule_outcomes_join_kinds(tmp_path):
-    from focalmix_lib.evaluate import evaluate_froc
+    from focalmix_lib.evaluation.luna16 import evaluate_froc
     from focalmix_lib.data.luna_csv import read_annotations, read_predictions
 
     uid = "1.2.3"

@@ -14,10 +14,11 @@ import torch
 from focalmix_lib.cli import main
 from focalmix_lib.config import from_preset, load_yaml
 from focalmix_lib.data.luna_csv import read_predictions
-from focalmix_lib.predict import detect_run, evaluate_run
-from focalmix_lib.runs import RunFolder
-from focalmix_lib.train import learning_rate_factor, train
-from focalmix_lib.train_config import TrainConfig
+from focalmix_lib.evaluation.run_evaluation import evaluate_run
+from focalmix_lib.inference.run_detection import detect_run
+from focalmix_lib.training.config import TrainConfig
+from focalmix_lib.training.engine import learning_rate_factor, train
+from focalmix_lib.training.run_folder import RunFolder
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,7 @@ def test_cli_train_rejects_unknown_field_and_bad_value(quick_phantoms: Path, tmp
 
 
 def test_detections_outside_the_grown_lungs_are_dropped() -> None:
-    from focalmix_lib.predict import inside_lungs
+    from focalmix_lib.inference.run_detection import inside_lungs
 
     mask = np.zeros((10, 10, 10), dtype=bool)
     mask[4:6, 4:6, 4:6] = True

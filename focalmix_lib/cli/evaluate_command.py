@@ -32,7 +32,8 @@ def _non_negative_int(text: str) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from focalmix_lib.evaluate import evaluate_files, write_outputs
+    from focalmix_lib.evaluation.luna16 import evaluate_files
+    from focalmix_lib.evaluation.outputs import write_outputs
 
     result = evaluate_files(args.annotations, args.excluded, args.seriesuids, args.predictions,
                             bootstrap=args.bootstrap, seed=args.seed, progress=args.bootstrap > 0)

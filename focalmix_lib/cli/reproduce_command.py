@@ -6,7 +6,7 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from focalmix_lib.reproduce_grid import TABLES, parse_shard
+    from focalmix_lib.reproduction.grid import TABLES, parse_shard
 
     parser = subparsers.add_parser(
         "reproduce", help="run the paper's ablation grid through papermill and write its tables",
@@ -31,8 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_reproduce(args: argparse.Namespace) -> int:
     import sys
 
-    from focalmix_lib.reproduce import reproduce
-    from focalmix_lib.reproduce_grid import TABLES
+    from focalmix_lib.reproduction.runner import reproduce
+    from focalmix_lib.reproduction.grid import TABLES
 
     only = tuple(t.strip() for t in args.only.split(",") if t.strip())
     unknown = sorted(set(only) - set(TABLES))

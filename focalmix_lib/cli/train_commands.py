@@ -35,9 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from focalmix_lib.config import from_preset, parse_overrides
-    from focalmix_lib.predict import detect_run, evaluate_run
-    from focalmix_lib.train import train
-    from focalmix_lib.train_config import TrainConfig
+    from focalmix_lib.evaluation.run_evaluation import evaluate_run
+    from focalmix_lib.inference.run_detection import detect_run
+    from focalmix_lib.training.engine import train
+    from focalmix_lib.training.config import TrainConfig
 
     named = {"labeled": args.labeled, "unlabeled": args.unlabeled, "steps": args.steps, "seed": args.seed}
     overrides = {"data_dir": args.data, "method": args.method,
@@ -54,7 +55,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    from focalmix_lib.predict import detect_run, evaluate_run
+    from focalmix_lib.evaluation.run_evaluation import evaluate_run
+    from focalmix_lib.inference.run_detection import detect_run
 
     path = detect_run(args.run, args.data, args.out)
     print(f"predictions: {path}")

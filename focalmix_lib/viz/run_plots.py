@@ -1,6 +1,6 @@
 """Figures of a training run and its evaluation (notebooks 05 and 06).
 
-``LiveLossPlot`` is an ``on_log`` callback for ``focalmix_lib.train.train``: it redraws
+``LiveLossPlot`` is an ``on_log`` callback for ``focalmix_lib.training.engine.train``: it redraws
 the loss curves in place in a notebook (one output updated through an IPython display
 id, so papermill records only the last state). ``nodule_outcomes`` joins the
 per-nodule hits of an evaluation with the phantoms' ``nodule_kinds.csv``.
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from focalmix_lib.evaluate import FrocResult
+from focalmix_lib.evaluation.results import FrocResult
 
 LOSS_CURVES = (("loss_labeled", "labeled classification (SFL)"), ("loss_unlabeled", "unlabeled classification (SFL)"),
                ("loss_box", "box regression (smooth L1)"), ("loss", "total (weighted sum)"))

@@ -3,7 +3,7 @@
 ``ipywidgets.interactive`` redraws through an Output widget; without a frontend
 (papermill / nbclient) that capture can deadlock the kernel's message loop
 (jupyter/nbclient#312: it hangs "sometimes"). Batch runs started by
-:func:`focalmix_lib.notebooks.run_notebook` set :data:`STATIC_WIDGETS_ENV`, and an
+:func:`focalmix_lib.reproduction.notebooks.run_notebook` set :data:`STATIC_WIDGETS_ENV`, and an
 explorer then builds the same sliders and draws their default state once, directly.
 """
 
@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-STATIC_WIDGETS_ENV = "FOCALMIX_STATIC_WIDGETS"
+from focalmix_lib.reproduction.notebooks import STATIC_WIDGETS_ENV
 
 
 def explorer(draw: Callable[..., None], **sliders: Any):

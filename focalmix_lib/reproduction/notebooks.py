@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from focalmix_lib.viz.widgets import STATIC_WIDGETS_ENV
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+# Set while papermill runs a notebook: slider explorers then draw statically (an ipywidgets
+# `interact` can deadlock a headless kernel).
+STATIC_WIDGETS_ENV = "FOCALMIX_STATIC_WIDGETS"
 
 
 def current_kernel_name() -> str:

@@ -8,14 +8,11 @@ when the evaluation was bootstrapped.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from focalmix_lib import atomic
-
-if TYPE_CHECKING:
-    from focalmix_lib.evaluate import FrocResult
+from focalmix_lib.evaluation.results import FrocResult
 
 X_LABEL = "Average number of false positives per scan (FP/scan)"
 Y_LABEL = "Sensitivity (fraction of included nodules detected)"

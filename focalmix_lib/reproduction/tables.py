@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from focalmix_lib import atomic
-from focalmix_lib.reproduce_grid import FP_KEYS, PROFILES, Cell, GridRun
-from focalmix_lib.runs import RunFolder
+from focalmix_lib.reproduction.grid import FP_KEYS, PROFILES, Cell, GridRun
+from focalmix_lib.reproduction.machine import machine_description
+from focalmix_lib.training.run_folder import RunFolder
 
 TITLES = {
     "table1": "Table 1: main results (recall at 1/8 ... 8 FPs per scan and CPM)",
@@ -271,7 +272,6 @@ def write_tables(profile: str, out: str | Path, cells: list[Cell], runs: list[Gr
 
 
 def _intro(profile: str, out: Path, runs: list[GridRun], results: dict[str, RunResult], seeds: int) -> list[str]:
-    from focalmix_lib.reproduce import machine_description
 
     counts = {s: sum(r.status == s for r in results.values()) for s in ("completed", "diverged", "failed", "pending")}
     seconds = sum(r.seconds or 0.0 for r in results.values())

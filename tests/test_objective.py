@@ -7,8 +7,13 @@ import torch
 
 from focalmix_lib.config import from_preset
 from focalmix_lib.losses import soft_focal_loss
-from focalmix_lib.objectives import MAX_PREDICTED_OBJECTS, classification_loss, confident_boxes, unlabeled_weight
-from focalmix_lib.train_config import TrainConfig
+from focalmix_lib.training.config import TrainConfig
+from focalmix_lib.training.objective import (
+    MAX_PREDICTED_OBJECTS,
+    classification_loss,
+    confident_boxes,
+    unlabeled_weight,
+)
 
 
 def test_unlabeled_weight_ramps_up_linearly() -> None:

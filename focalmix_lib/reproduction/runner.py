@@ -19,8 +19,6 @@ Neither stops the grid.
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 import traceback
 from collections.abc import Callable
@@ -30,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from focalmix_lib import atomic
-from focalmix_lib.reproduce_grid import PROFILES, TABLES, GridRun, build_grid, shard_runs
-from focalmix_lib.runs import RunFolder
+from focalmix_lib.reproduction.grid import PROFILES, TABLES, GridRun, build_grid, shard_runs
+from focalmix_lib.reproduction.machine import machine_description
+from focalmix_lib.training.run_folder import RunFolder
 
 # (run folder, notebook-05 parameters) -> the executed notebook. Raises when the notebook fails.
 RunExecutor = Callable[[Path, dict[str, Any]], Path]
@@ -59,24 +58,9 @@ class ReproducePaths:
 
 def notebook_executor(run_dir: Path, parameters: dict[str, Any]) -> Path:
     """Execute notebooks/05_train.ipynb with ``parameters`` into ``run_dir`` (papermill)."""
-    from focalmix_lib.notebooks import run_notebook
+    from focalmix_lib.reproduction.notebooks import run_notebook
 
     return run_notebook(RUN_NOTEBOOK, run_dir, parameters)
-
-
-def machine_description() -> dict[str, Any]:
-    """CPU model, core count, GPU name, torch and Python versions of this machine."""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text(encoding="utf-8").splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__,
-            "python": platform.python_version()}
 
 
 def ensure_data(profile: str, out: Path, data: Path | None, progress: bool = True) -> Path:
@@ -159,7 +143,7 @@ def run_chapters(profile: str, paths: ReproducePaths, runner: Callable[..., Path
     """
     import papermill
 
-    from focalmix_lib.notebooks import NOTEBOOK_DIR, run_notebook
+    from focalmix_lib.reproduction.notebooks import NOTEBOOK_DIR, run_notebook
 
     # A smoke-scale chapter runs in a minute; a cell stuck for minutes (a widget waiting on a
     # front end, say) is reported as failed instead of holding the grid.
@@ -204,7 +188,7 @@ def reproduce(profile: str, out: str | Path, *, seeds: int = 1, shard: tuple[int
     """
     from tqdm.auto import tqdm
 
-    from focalmix_lib.reproduce_tables import write_tables
+    from focalmix_lib.reproduction.tables import write_tables
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from focalmix_lib.config import from_preset, to_dict
-from focalmix_lib.train_config import TrainConfig
+from focalmix_lib.training.config import TrainConfig
 
 TABLES = ("table1", "table3a", "table3b", "table3c", "table4", "figure3")
 FP_KEYS = ("0.125", "0.25", "0.5", "1.0", "2.0", "4.0", "8.0")  # FrocResult.sensitivity_at keys

@@ -31,7 +31,7 @@ from focalmix_lib.losses import box_regression_loss, soft_focal_loss
 from focalmix_lib.ssl.mixup import image_mixup, mixup_lambda, mixup_valid_mask, object_mixup
 from focalmix_lib.ssl.target_prediction import predict_anchor_targets
 from focalmix_lib.ssl.transforms import random_transforms
-from focalmix_lib.train_config import TrainConfig
+from focalmix_lib.training.config import TrainConfig
 
 # Object MixUp takes at most this many confident predicted boxes per unlabeled patch.
 MAX_PREDICTED_OBJECTS = 4

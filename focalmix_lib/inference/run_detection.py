@@ -1,10 +1,9 @@
-"""A trained run applied to its test scans: the LUNA16 submission CSV, then its FROC.
+"""A trained run applied to its test scans: the LUNA16 submission CSV.
 
 ``detect_run`` loads the run's final checkpoint (as data: ``weights_only=True``),
 detects nodules in every test scan (whole-scan sliding windows, NMS) and writes
 ``predictions.csv`` (``seriesuid,coordX,coordY,coordZ,probability``, world mm).
-``evaluate_run`` scores it with the official LUNA16 rules and writes ``froc.json``
-and its figures beside it.
+:func:`focalmix_lib.evaluation.run_evaluation.evaluate_run` scores it.
 """
 
 from __future__ import annotations
@@ -19,13 +18,12 @@ from tqdm.auto import tqdm
 
 from focalmix_lib.config import load_yaml
 from focalmix_lib.data.dataset import Luna16Folder, load_preprocessed
-from focalmix_lib.data.luna_csv import read_predictions, write_findings
-from focalmix_lib.data.splits import split_scans
-from focalmix_lib.detection.inference import detect_volume, detections_to_world
-from focalmix_lib.evaluate import FrocResult, evaluate_froc, write_outputs
-from focalmix_lib.runs import RunFolder
-from focalmix_lib.train import build_model, pick_device, scan_cache_dir
-from focalmix_lib.train_config import TrainConfig
+from focalmix_lib.data.luna_csv import write_findings
+from focalmix_lib.inference.sliding_window import detect_volume, detections_to_world
+from focalmix_lib.training.config import TrainConfig
+from focalmix_lib.training.data import scan_cache_dir, test_uids
+from focalmix_lib.training.detector import build_model, pick_device
+from focalmix_lib.training.run_folder import RunFolder
 
 
 def load_run_config(run_dir: str | Path, data_dir: str | Path | None = None) -> TrainConfig:
@@ -40,12 +38,6 @@ def load_trained_model(run_dir: str | Path, device: torch.device | str = "cpu") 
     model = build_model(load_yaml(TrainConfig, run.config_path))
     model.load_state_dict(run.load_checkpoint(map_location="cpu")["model"])
     return model.to(device).eval()
-
-
-def test_uids(cfg: TrainConfig) -> list[str]:
-    """The series uids of the run's test subsets (the first ``test_scans`` of them, if set)."""
-    uids = list(split_scans(Luna16Folder(cfg.data_dir), cfg.test_subsets, 0, 0, cfg.split_seed).test)
-    return uids[:cfg.test_scans] if cfg.test_scans else uids
 
 
 def inside_lungs(boxes: np.ndarray, scores: np.ndarray, lung_mask: np.ndarray, margin_voxels: float
@@ -89,15 +81,3 @@ def detect_run(run_dir: str | Path, data_dir: str | Path | None = None, out: str
     write_findings(out_path, uids, np.concatenate(centres) if centres else np.zeros((0, 3)),
                    np.concatenate(probabilities) if probabilities else np.zeros(0), "probability")
     return out_path
-
-
-def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, bootstrap: int = 0,
-                 predictions: str | Path | None = None) -> FrocResult:
-    """FROC of a run's predictions on its test scans; writes froc.json (+ csv, png, html) into the run."""
-    run = RunFolder(Path(run_dir))
-    cfg = load_run_config(run_dir, data_dir)
-    folder = Luna16Folder(cfg.data_dir)
-    result = evaluate_froc(folder.annotations, folder.excluded, test_uids(cfg),
-                           read_predictions(predictions or run.predictions_path), bootstrap=bootstrap, seed=cfg.seed)
-    write_outputs(result, run.path)
-    return result

@@ -18,7 +18,7 @@ import os
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -28,53 +28,15 @@ import torch.distributed as dist
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from focalmix_lib.config import from_preset, load_yaml, save_yaml
-from focalmix_lib.data.dataset import Luna16Folder, PreprocessedScan, load_preprocessed
-from focalmix_lib.data.patches import sample_labeled_patch, sample_unlabeled_patch
-from focalmix_lib.data.splits import split_scans
-from focalmix_lib.detection.model import DetectorConfig, FPNDetector
-from focalmix_lib.objectives import step_losses
-from focalmix_lib.runs import RunFolder
-from focalmix_lib.train_config import TrainConfig
+from focalmix_lib.config import load_yaml, save_yaml
+from focalmix_lib.detection.model import FPNDetector
+from focalmix_lib.training.config import TrainConfig
+from focalmix_lib.training.data import TrainingData, sample_batch
+from focalmix_lib.training.detector import build_model, pick_device
+from focalmix_lib.training.objective import step_losses
+from focalmix_lib.training.run_folder import RunFolder
 
 LogCallback = Callable[[dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class TrainingData:
-    """The preprocessed scans a run samples patches from."""
-
-    labeled: list[PreprocessedScan]
-    unlabeled: list[PreprocessedScan]
-
-    @classmethod
-    def load(cls, cfg: TrainConfig, progress: bool = True) -> "TrainingData":
-        folder = Luna16Folder(cfg.data_dir)
-        split = split_scans(folder, cfg.test_subsets, cfg.labeled, cfg.unlabeled if cfg.method == "focalmix" else 0,
-                            cfg.split_seed)
-        cache = scan_cache_dir(cfg)
-        labeled = [load_preprocessed(folder.scan_path(uid), cfg.spacing_mm, folder.annotations, cache)
-                   for uid in tqdm(split.labeled, desc="labeled scans", disable=not progress, leave=False)]
-        unlabeled = [load_preprocessed(path, cfg.spacing_mm, None, cache)
-                     for path in tqdm(split.unlabeled, desc="unlabeled scans", disable=not progress, leave=False)]
-        return cls(labeled, unlabeled)
-
-
-def scan_cache_dir(cfg: TrainConfig) -> Path:
-    """Where preprocessed scans are cached (shared by every run on the same data)."""
-    return Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.data_dir) / ".cache"
-
-
-def build_model(cfg: TrainConfig) -> FPNDetector:
-    """The detector of a run, initialised from the run's seed."""
-    torch.manual_seed(cfg.seed)
-    return FPNDetector(from_preset(DetectorConfig, cfg.model_preset))
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def learning_rate_factor(step: int, cfg: TrainConfig) -> float:
@@ -83,22 +45,6 @@ def learning_rate_factor(step: int, cfg: TrainConfig) -> float:
         return (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def sample_batch(data: TrainingData, cfg: TrainConfig, rng: np.random.Generator
-                 ) -> tuple[Tensor, list[Tensor], Tensor | None]:
-    """Labeled patches (B_l, 1, P, P, P) with their boxes, and unlabeled patches (B_u, ...) or None."""
-    images, boxes = [], []
-    for index in rng.integers(len(data.labeled), size=cfg.batch_labeled):
-        patch, patch_boxes = sample_labeled_patch(data.labeled[index], cfg.patch_size, rng, cfg.positive_fraction)
-        images.append(patch)
-        boxes.append(torch.from_numpy(patch_boxes))
-    unlabeled = None
-    if cfg.method == "focalmix":
-        patches = [sample_unlabeled_patch(data.unlabeled[i], cfg.patch_size, rng)
-                   for i in rng.integers(len(data.unlabeled), size=cfg.batch_unlabeled)]
-        unlabeled = torch.from_numpy(np.stack(patches))[:, None]
-    return torch.from_numpy(np.stack(images))[:, None], boxes, unlabeled
 
 
 def prepare_run_folder(run: RunFolder, cfg: TrainConfig) -> None:

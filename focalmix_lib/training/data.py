@@ -1,0 +1,67 @@
+"""The data of a training run: its preprocessed scans, its patch batches, its test scans.
+
+Scans are preprocessed once per data folder (``<data_dir>/.cache`` or ``cache_dir``) and
+shared by every run on that folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from focalmix_lib.data.dataset import Luna16Folder, PreprocessedScan, load_preprocessed
+from focalmix_lib.data.patches import sample_labeled_patch, sample_unlabeled_patch
+from focalmix_lib.data.splits import split_scans
+from focalmix_lib.training.config import TrainConfig
+
+
+def scan_cache_dir(cfg: TrainConfig) -> Path:
+    """Where preprocessed scans are cached (shared by every run on the same data)."""
+    return Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.data_dir) / ".cache"
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The preprocessed scans a run samples patches from."""
+
+    labeled: list[PreprocessedScan]
+    unlabeled: list[PreprocessedScan]
+
+    @classmethod
+    def load(cls, cfg: TrainConfig, progress: bool = True) -> "TrainingData":
+        folder = Luna16Folder(cfg.data_dir)
+        split = split_scans(folder, cfg.test_subsets, cfg.labeled, cfg.unlabeled if cfg.method == "focalmix" else 0,
+                            cfg.split_seed)
+        cache = scan_cache_dir(cfg)
+        labeled = [load_preprocessed(folder.scan_path(uid), cfg.spacing_mm, folder.annotations, cache)
+                   for uid in tqdm(split.labeled, desc="labeled scans", disable=not progress, leave=False)]
+        unlabeled = [load_preprocessed(path, cfg.spacing_mm, None, cache)
+                     for path in tqdm(split.unlabeled, desc="unlabeled scans", disable=not progress, leave=False)]
+        return cls(labeled, unlabeled)
+
+
+def sample_batch(data: TrainingData, cfg: TrainConfig, rng: np.random.Generator
+                 ) -> tuple[Tensor, list[Tensor], Tensor | None]:
+    """Labeled patches (B_l, 1, P, P, P) with their boxes, and unlabeled patches (B_u, ...) or None."""
+    images, boxes = [], []
+    for index in rng.integers(len(data.labeled), size=cfg.batch_labeled):
+        patch, patch_boxes = sample_labeled_patch(data.labeled[index], cfg.patch_size, rng, cfg.positive_fraction)
+        images.append(patch)
+        boxes.append(torch.from_numpy(patch_boxes))
+    unlabeled = None
+    if cfg.method == "focalmix":
+        patches = [sample_unlabeled_patch(data.unlabeled[i], cfg.patch_size, rng)
+                   for i in rng.integers(len(data.unlabeled), size=cfg.batch_unlabeled)]
+        unlabeled = torch.from_numpy(np.stack(patches))[:, None]
+    return torch.from_numpy(np.stack(images))[:, None], boxes, unlabeled
+
+
+def test_uids(cfg: TrainConfig) -> list[str]:
+    """The series uids of the run's test subsets (the first ``test_scans`` of them, if set)."""
+    uids = list(split_scans(Luna16Folder(cfg.data_dir), cfg.test_subsets, 0, 0, cfg.split_seed).test)
+    return uids[:cfg.test_scans] if cfg.test_scans else uids
