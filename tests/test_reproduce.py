@@ -16,7 +16,8 @@ import pytest
 
 from focalmix_lib import atomic
 from focalmix_lib.config import from_preset, save_yaml
-from focalmix_lib.reproduction.grid import FP_KEYS, TABLES, build_grid, parse_shard, read_paper_table, shard_runs
+from focalmix_lib.evaluation.results import OPERATING_POINT_KEYS
+from focalmix_lib.reproduction.grid import TABLES, build_grid, parse_shard, read_paper_table, shard_runs
 from focalmix_lib.reproduction.runner import reproduce
 from focalmix_lib.training.config import TrainConfig
 from focalmix_lib.training.run_folder import RunFolder
@@ -47,7 +48,7 @@ class FakeExecutor:
             folder.set_status("diverged", "non-finite loss (nan) at step 3")
             return run_dir / "05_train.ipynb"
         cpm = (zlib.crc32(run_dir.name.encode()) % 1000) / 1000  # a distinct, repeatable CPM per run
-        atomic.write_json(folder.froc_path, {"cpm": cpm, "sensitivity_at": {k: cpm for k in FP_KEYS}})
+        atomic.write_json(folder.froc_path, {"cpm": cpm, "sensitivity_at": {k: cpm for k in OPERATING_POINT_KEYS}})
         folder.set_status("completed")
         return run_dir / "05_train.ipynb"
 

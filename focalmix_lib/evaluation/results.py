@@ -14,6 +14,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 OPERATING_POINTS: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+# The keys of FrocResult.sensitivity_at and of froc.json: "0.125" .. "8.0".
+OPERATING_POINT_KEYS: tuple[str, ...] = tuple(str(point) for point in OPERATING_POINTS)
 
 
 CONFIDENCE = 0.95
@@ -136,4 +138,4 @@ class RocSamples:
 
 def keyed_by_operating_point(values: Sequence[Any]) -> dict[str, Any]:
     """Key per-operating-point values by "0.125" .. "8.0"."""
-    return {str(point): value for point, value in zip(OPERATING_POINTS, values)}
+    return dict(zip(OPERATING_POINT_KEYS, values))

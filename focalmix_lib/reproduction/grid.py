@@ -25,9 +25,7 @@ from focalmix_lib.config import from_preset, to_dict
 from focalmix_lib.training.config import TrainConfig
 
 TABLES = ("table1", "table3a", "table3b", "table3c", "table4", "figure3")
-FP_KEYS = ("0.125", "0.25", "0.5", "1.0", "2.0", "4.0", "8.0")  # FrocResult.sensitivity_at keys
 PAPER_LABELED = (25, 50, 100)  # Table 1's labeled budgets
-PAPER_UNLABELED = 400  # Table 1 and Table 3's unlabeled pool
 NO_MIXUP = {"image_mixup": False, "object_mixup": False}
 
 

@@ -106,8 +106,7 @@ def execute_run(run: GridRun, profile: str, paths: ReproducePaths, executor: Run
     folder = RunFolder(run_dir)
     if run_finished(folder):
         return {"run_id": run.run_id, "status": "skipped"}
-    outcome_path = run_dir / "outcome.json"
-    earlier = _read_json(outcome_path).get("seconds", 0.0) if outcome_path.is_file() else 0.0
+    earlier = _read_json(folder.outcome_path).get("seconds", 0.0) if folder.outcome_path.is_file() else 0.0
     started = time.perf_counter()
     error = ""
     try:
@@ -126,7 +125,7 @@ def execute_run(run: GridRun, profile: str, paths: ReproducePaths, executor: Run
         error = error or folder.error() or f"notebook ended with run status {status!r} and no froc.json"
     record = {"run_id": run.run_id, "status": outcome, "error": error,
               "seconds": round(earlier + time.perf_counter() - started, 2), "machine": machine_description()}
-    atomic.write_json(outcome_path, record)
+    atomic.write_json(folder.outcome_path, record)
     return record
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from focalmix_lib import atomic
-from focalmix_lib.reproduction.grid import FP_KEYS, PROFILES, Cell, GridRun
+from focalmix_lib.evaluation.results import OPERATING_POINT_KEYS
+from focalmix_lib.reproduction.grid import PROFILES, Cell, GridRun
 from focalmix_lib.reproduction.machine import machine_description
 from focalmix_lib.training.run_folder import RunFolder
 
@@ -40,7 +41,7 @@ class RunResult:
     run_id: str
     status: str
     cpm: float | None = None  # percent
-    sensitivity: dict[str, float] | None = None  # percent, keyed by FP_KEYS
+    sensitivity: dict[str, float] | None = None  # percent, keyed by OPERATING_POINT_KEYS
     error: str = ""
     seconds: float | None = None
     machine: dict[str, Any] | None = None
@@ -75,14 +76,13 @@ EFFECTS = (
 def read_run(runs_root: Path, run_id: str) -> RunResult:
     """The result of one run folder (absent or unfinished: ``pending``)."""
     folder = RunFolder(runs_root / run_id)
-    outcome_path = folder.path / "outcome.json"
-    outcome = json.loads(outcome_path.read_text(encoding="utf-8")) if outcome_path.is_file() else {}
+    outcome = json.loads(folder.outcome_path.read_text(encoding="utf-8")) if folder.outcome_path.is_file() else {}
     seconds, machine = outcome.get("seconds"), outcome.get("machine")
     status = folder.status()
     if status == "completed" and folder.froc_path.is_file():
         froc = json.loads(folder.froc_path.read_text(encoding="utf-8"))
         return RunResult(run_id, "completed", 100 * froc["cpm"],
-                         {k: 100 * froc["sensitivity_at"][k] for k in FP_KEYS}, "", seconds, machine)
+                         {k: 100 * froc["sensitivity_at"][k] for k in OPERATING_POINT_KEYS}, "", seconds, machine)
     if status == "diverged":
         return RunResult(run_id, "diverged", error=folder.error(), seconds=seconds, machine=machine)
     if outcome.get("status") == "failed" or status == "failed":
@@ -170,11 +170,11 @@ def build_sections(profile: str, cells: list[Cell], runs: list[GridRun], results
     for table in dict.fromkeys(c.table for c in cells):
         members = [c for c in cells if c.table == table]
         if table == "table1":
-            header = ["setting", "source", *(f"{k} FP" for k in FP_KEYS), "CPM"]
+            header = ["setting", "source", *(f"{k} FP" for k in OPERATING_POINT_KEYS), "CPM"]
             rows = []
             for cell in members:
-                rows.append([cell.label, "paper", *(cell.paper[paper_column(k)] for k in FP_KEYS), cell.paper["cpm"]])
-                rows.append(["", "kit" + smoke, *(format_kit(by_cell[cell.key], k) for k in FP_KEYS),
+                rows.append([cell.label, "paper", *(cell.paper[paper_column(k)] for k in OPERATING_POINT_KEYS), cell.paper["cpm"]])
+                rows.append(["", "kit" + smoke, *(format_kit(by_cell[cell.key], k) for k in OPERATING_POINT_KEYS),
                              format_kit(by_cell[cell.key])])
         else:
             header = ["setting", "paper CPM", "kit CPM" + smoke, "runs"]
@@ -184,7 +184,7 @@ def build_sections(profile: str, cells: list[Cell], runs: list[GridRun], results
         sections.append(Section(TITLES[table] + smoke, header, rows))
         for cell in members:
             runs_of_cell = by_cell[cell.key]
-            for metric in ("cpm", *FP_KEYS) if table == "table1" else ("cpm",):
+            for metric in ("cpm", *OPERATING_POINT_KEYS) if table == "table1" else ("cpm",):
                 values = [r.cpm if metric == "cpm" else r.sensitivity[metric]
                           for r in runs_of_cell if r.status == "completed"]
                 mean, std = mean_std(values) if values else (None, None)

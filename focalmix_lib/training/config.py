@@ -68,7 +68,6 @@ class TrainConfig:
     amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
     checkpoint_every: int = 500
     log_every: int = 10
-    num_workers: int = 0  # scans are preloaded; patch sampling is cheap
 
     PRESETS: ClassVar[dict[str, dict[str, object]]] = {
         "quick": dict(

@@ -44,6 +44,11 @@ class RunFolder:
     def froc_path(self) -> Path:
         return self.path / "froc.json"
 
+    @property
+    def outcome_path(self) -> Path:
+        """A grid run's record (status, error, seconds, machine), written by the reproduction."""
+        return self.path / "outcome.json"
+
     # --- status -----------------------------------------------------------------
     def status(self) -> str | None:
         """``None`` for a run that never started, else one of :data:`STATUSES`."""
