@@ -275,6 +275,14 @@ class FPNDetector(nn.Module):
             box_deltas.append(self.box_head(level).view(batch, anchors, 6, d, h, w))
         return DetectorOutput(cls_logits=cls_logits, box_deltas=box_deltas)
 
+    @property
+    def positive_iou(self) -> float:
+        return self.config.positive_iou
+
+    @property
+    def negative_iou(self) -> float:
+        return self.config.negative_iou
+
     def level_shapes(self, patch_shape_zyx: tuple[int, int, int]) -> list[LevelShape]:
         """``(A, D_l, H_l, W_l)`` of every level for a patch of this shape."""
         return level_shapes(patch_shape_zyx, self.config.strides, [len(s) for s in self.config.anchor_sizes])
