@@ -45,9 +45,23 @@ class TrainingData:
         return cls(labeled, unlabeled)
 
 
-def sample_batch(data: TrainingData, cfg: TrainConfig, rng: np.random.Generator
-                 ) -> tuple[Tensor, list[Tensor], Tensor | None]:
-    """Labeled patches (B_l, 1, P, P, P) with their boxes, and unlabeled patches (B_u, ...) or None."""
+@dataclass(frozen=True)
+class Batch:
+    """The patches of one step: ``labeled`` (B_l, 1, P, P, P) with ``boxes`` (B_l tensors (M_b, 6),
+    patch voxels), and ``unlabeled`` (B_u, 1, P, P, P) or None (supervised runs)."""
+
+    labeled: Tensor
+    boxes: list[Tensor]
+    unlabeled: Tensor | None = None
+
+    def to(self, device: torch.device) -> "Batch":
+        unlabeled = self.unlabeled.to(device) if self.unlabeled is not None else None
+        return Batch(self.labeled.to(device), self.boxes, unlabeled)
+
+
+def sample_batch(data: TrainingData, cfg: TrainConfig, rng: np.random.Generator) -> Batch:
+    """Draw the labeled patches (nodule-centred with probability ``positive_fraction``) and, for
+    FocalMix, the unlabeled patches of one step from ``rng``."""
     images, boxes = [], []
     for index in rng.integers(len(data.labeled), size=cfg.batch_labeled):
         patch, patch_boxes = sample_labeled_patch(data.labeled[index], cfg.patch_size, rng, cfg.positive_fraction)
@@ -58,7 +72,7 @@ def sample_batch(data: TrainingData, cfg: TrainConfig, rng: np.random.Generator
         patches = [sample_unlabeled_patch(data.unlabeled[i], cfg.patch_size, rng)
                    for i in rng.integers(len(data.unlabeled), size=cfg.batch_unlabeled)]
         unlabeled = torch.from_numpy(np.stack(patches))[:, None]
-    return torch.from_numpy(np.stack(images))[:, None], boxes, unlabeled
+    return Batch(torch.from_numpy(np.stack(images))[:, None], boxes, unlabeled)
 
 
 def test_uids(cfg: TrainConfig) -> list[str]:

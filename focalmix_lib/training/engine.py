@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import Tensor
 from tqdm.auto import tqdm
 
 from focalmix_lib.config import load_yaml, save_yaml
@@ -50,9 +49,11 @@ def learning_rate_factor(step: int, cfg: TrainConfig) -> float:
 def prepare_run_folder(run: RunFolder, cfg: TrainConfig) -> None:
     """Save config.yaml, or check that a resumed run asks for the same config.
 
-    Only ``steps`` (extending a run) and ``device`` may differ from the saved config.
+    Only ``steps`` (extending a run) and ``device`` may differ from the saved config of a
+    run that has trained; a folder whose run never reached its first checkpoint (it
+    failed on bad input, say) takes the new config.
     """
-    if not run.config_path.is_file():
+    if not run.config_path.is_file() or not run.checkpoints():
         run.path.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, run.config_path)
         return
@@ -93,18 +94,17 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True, on_log: 
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        if rank == 0:
-            run.truncate_metrics(start)
     detector = model
     if distributed:
         model = torch.nn.parallel.DistributedDataParallel(model)
-    if rank == 0:
+    if rank == 0:  # records after the checkpoint we resume from are logged again
+        run.truncate_metrics(start)
         run.set_status("running")
 
     try:
         data = TrainingData.load(cfg, progress=progress and rank == 0)
-        status = _train_loop(cfg, run, model, detector, optimizer, scheduler, data, start, device, rank,
-                             progress and rank == 0, on_log)
+        status = train_loop(cfg, run, model, detector, optimizer, scheduler, data, start, device, rank,
+                            progress and rank == 0, on_log)
     except KeyboardInterrupt:
         raise
     except Exception:
@@ -116,17 +116,17 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True, on_log: 
     return status[0]
 
 
-def _train_loop(cfg: TrainConfig, run: RunFolder, model: torch.nn.Module, detector: FPNDetector,
-                optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                data: TrainingData, start: int, device: torch.device, rank: int, progress: bool,
-                on_log: LogCallback | None) -> tuple[str, str]:
-    anchors = detector.anchors((cfg.patch_size,) * 3, device)
+def train_loop(cfg: TrainConfig, run: RunFolder, model: torch.nn.Module, detector: FPNDetector,
+               optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+               data: TrainingData, start: int, device: torch.device, rank: int, progress: bool,
+               on_log: LogCallback | None) -> tuple[str, str]:
+    """Steps ``start`` .. ``cfg.steps - 1``: sample, :func:`step_losses`, clip, AdamW; log and checkpoint.
+
+    ``model`` is the module that trains (``detector`` itself, or its DDP wrapper). Returns
+    the final ``(status, message)``: ``completed``, or ``diverged`` at the first
+    non-finite loss (the paper's "Fail"; the checkpoint before it is kept).
+    """
     use_amp = cfg.amp and device.type == "cuda"
-
-    def predict_logits(views: Tensor) -> list[Tensor]:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            return [logits.float() for logits in detector.classify(views)]
-
     pending: list[dict[str, Any]] = []
     started = time.perf_counter()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"{cfg.method} training",
@@ -134,12 +134,9 @@ def _train_loop(cfg: TrainConfig, run: RunFolder, model: torch.nn.Module, detect
     for step in bar:
         rng = np.random.default_rng([cfg.seed, step, rank])
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + rank)
-        labeled, boxes, unlabeled = sample_batch(data, cfg, rng)
-        labeled = labeled.to(device)
-        unlabeled = unlabeled.to(device) if unlabeled is not None else None
+        batch = sample_batch(data, cfg, rng).to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            losses = step_losses(model, predict_logits, anchors, detector.box_coder, labeled, boxes, unlabeled,
-                                 cfg, step, generator, detector.config.positive_iou, detector.config.negative_iou)
+            losses = step_losses(detector, batch, cfg, step, generator, forward=model)
         if not torch.isfinite(losses.total):
             if rank == 0:
                 run.append_metrics(pending)

@@ -27,11 +27,14 @@ from torch import Tensor
 from focalmix_lib.detection.anchors import flatten_levels
 from focalmix_lib.detection.boxes import BoxCoder, nms_3d
 from focalmix_lib.detection.matching import build_targets
+from focalmix_lib.detection.model import DetectorOutput
+from focalmix_lib.detection.protocol import Detector
 from focalmix_lib.losses import box_regression_loss, soft_focal_loss
 from focalmix_lib.ssl.mixup import image_mixup, mixup_lambda, mixup_valid_mask, object_mixup
 from focalmix_lib.ssl.target_prediction import predict_anchor_targets
 from focalmix_lib.ssl.transforms import random_transforms
 from focalmix_lib.training.config import TrainConfig
+from focalmix_lib.training.data import Batch
 
 # Object MixUp takes at most this many confident predicted boxes per unlabeled patch.
 MAX_PREDICTED_OBJECTS = 4
@@ -105,34 +108,46 @@ def confident_boxes(anchors: Tensor, probabilities: Tensor, threshold: float) ->
     return objects
 
 
-def step_losses(
-    model: torch.nn.Module,
-    predict_logits: Callable[[Tensor], list[Tensor]],
-    anchors: Tensor,
-    coder: BoxCoder,
-    labeled_images: Tensor,
-    labeled_boxes: list[Tensor],
-    unlabeled_images: Tensor | None,
-    cfg: TrainConfig,
-    step: int,
-    generator: torch.Generator,
-    positive_iou: float,
-    negative_iou: float,
-) -> StepLosses:
+def total_objective(loss_labeled: Tensor, loss_box: Tensor, loss_unlabeled: Tensor, weight: float,
+                    cfg: TrainConfig) -> Tensor:
+    """The loss one step minimises (docs/method.md, "The objective")::
+
+        L = L_SFL(labeled) + lambda_box * L_box(labeled) + w(t) * L_SFL(unlabeled)
+
+    ``L_SFL`` is :func:`classification_loss` (eq. 9 over the anchors), ``L_box`` the
+    smooth-L1 box loss on the positive anchors of labeled patches, ``w(t)`` the ramped
+    :func:`unlabeled_weight` (0 for supervised runs). All terms are scalars.
+    """
+    return loss_labeled + cfg.box_loss_weight * loss_box + weight * loss_unlabeled
+
+
+def step_losses(detector: Detector, batch: Batch, cfg: TrainConfig, step: int, generator: torch.Generator,
+                forward: Callable[[Tensor], DetectorOutput] | None = None) -> StepLosses:
     """Losses of one training step (``cfg`` must be :meth:`TrainConfig.resolved`).
 
-    Shapes: ``labeled_images`` (B_l, 1, P, P, P), ``labeled_boxes`` B_l tensors (M_b, 6)
-    in patch voxels, ``unlabeled_images`` (B_u, 1, P, P, P) or None (supervised).
-    ``predict_logits`` is the classification branch used, without gradient, for target
-    prediction. ``generator`` draws every random choice of the step (views, lambda,
-    partners), so a step is reproducible from ``(seed, step)``.
+    1. match the labeled boxes to the detector's anchors (hard targets);
+    2. FocalMix: predict the unlabeled patches' anchor targets over K views (sec. 3.2);
+    3. image-level MixUp of images and targets over the whole batch (eq. 10-13), then
+       object-level MixUp of annotated and confidently predicted objects (sec. 3.3);
+    4. forward the mixed batch and combine the losses with :func:`total_objective`.
+
+    ``forward`` is the training forward (a DistributedDataParallel wrapper of
+    ``detector``, say); target prediction uses ``detector.classify`` without gradient.
+    ``generator`` draws every random choice of the step (views, lambda, partners), so a
+    step is reproducible from ``(seed, step)``.
     """
+    forward = forward or detector
+    labeled_images, unlabeled_images = batch.labeled, batch.unlabeled
     n_labeled = labeled_images.shape[0]
-    targets = labeled_targets(anchors, labeled_boxes, coder, positive_iou, negative_iou)
+    anchors = detector.anchors(tuple(labeled_images.shape[-3:]), labeled_images.device)
+    targets = labeled_targets(anchors, batch.boxes, detector.box_coder, detector.positive_iou, detector.negative_iou)
     images, soft_targets, valid = labeled_images, targets.cls, targets.valid
-    objects = list(labeled_boxes)
+    objects = list(batch.boxes)
     if unlabeled_images is not None:
         views = random_transforms(cfg.augmentations, generator)
+        def predict_logits(patches: Tensor) -> list[Tensor]:
+            return [logits.float() for logits in detector.classify(patches)]
+
         guessed = flatten_levels(predict_anchor_targets(predict_logits, unlabeled_images, views, cfg.temperature))
         images = torch.cat([images, unlabeled_images])
         soft_targets = torch.cat([soft_targets, guessed])
@@ -149,17 +164,16 @@ def step_losses(
         lam = mixup_lambda(cfg.eta, generator) if not cfg.image_mixup else lam
         images = object_mixup(images, objects, lam, generator)
 
-    output = model(images)
+    output = forward(images)
     logits = flatten_levels(output.cls_logits).float()
     deltas = flatten_levels(output.box_deltas).float()
 
     loss_labeled = classification_loss(logits[:n_labeled], soft_targets[:n_labeled], valid[:n_labeled], cfg)
     positive = targets.positive
     box = box_regression_loss(deltas[:n_labeled][positive], targets.box[positive]).sum() / positive.sum().clamp_min(1)
-    total = loss_labeled + cfg.box_loss_weight * box
     weight, loss_unlabeled = 0.0, torch.zeros((), device=logits.device)
     if unlabeled_images is not None:
         weight = unlabeled_weight(step, cfg)
         loss_unlabeled = classification_loss(logits[n_labeled:], soft_targets[n_labeled:], valid[n_labeled:], cfg)
-        total = total + weight * loss_unlabeled
+    total = total_objective(loss_labeled, box, loss_unlabeled, weight, cfg)
     return StepLosses(total, loss_labeled.item(), loss_unlabeled.item(), box.item(), weight, lam)
