@@ -1,7 +1,7 @@
 """The reproduction grid, its resumable runner and the tables, with a fake notebook executor.
 
 The fake writes what notebook 05 leaves in a run folder (config.yaml, status,
-froc.json) without training, so the whole grid runs in well under a second.
+froc.json) without training, so the whole grid runs in a second or two (on the quick profile's real phantoms).
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import pytest
 
 from focalmix_lib import atomic
 from focalmix_lib.config import from_preset, save_yaml
+from focalmix_lib.errors import KitInputError
 from focalmix_lib.evaluation.results import OPERATING_POINT_KEYS
 from focalmix_lib.reproduction.grid import TABLES, build_grid, parse_shard, read_paper_table, shard_runs
-from focalmix_lib.reproduction.runner import reproduce
+from focalmix_lib.reproduction.profiles import PROFILES
+from focalmix_lib.reproduction.runner import ReproduceOutcome, reproduce
 from focalmix_lib.training.config import TrainConfig
 from focalmix_lib.training.run_folder import RunFolder
 
@@ -53,9 +55,17 @@ class FakeExecutor:
         return run_dir / "05_train.ipynb"
 
 
-def run_quick(tmp_path: Path, executor: FakeExecutor, **kwargs: Any) -> Path | None:
-    data = tmp_path / "data"
-    data.mkdir(exist_ok=True)
+@pytest.fixture(scope="module")
+def profile_phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The quick reproduction profile's phantoms (8 subsets, tests on subset 7). Read only."""
+    from focalmix_lib.data.phantoms import make_phantoms, profile_from_name
+
+    out = tmp_path_factory.mktemp("profile") / "data"
+    make_phantoms(out, profile_from_name("quick", **PROFILES["quick"].phantoms), seed=0, progress=False)
+    return out
+
+
+def run_quick(tmp_path: Path, data: Path, executor: FakeExecutor, **kwargs: Any) -> ReproduceOutcome:
     return reproduce("quick", tmp_path / "reports", data=data, chapters=False, executor=executor,
                      progress=False, **kwargs)
 
@@ -94,11 +104,15 @@ def test_shards_partition_the_grid() -> None:
         build_grid("quick", "unused", only=("table9",))
 
 
-def test_grid_runs_reports_and_a_rerun_skips_finished_runs(tmp_path: Path) -> None:
+def test_grid_runs_reports_and_a_rerun_skips_finished_runs(tmp_path: Path, profile_phantoms: Path) -> None:
     executor = FakeExecutor(fail_labeled=4)  # the 25-labeled runs of Table 1 fail
-    tables = run_quick(tmp_path, executor)
-    _, runs = build_grid("quick", tmp_path / "data")
+    outcome = run_quick(tmp_path, profile_phantoms, executor)
+    tables = outcome.tables
+    _, runs = build_grid("quick", profile_phantoms)
     assert len(executor.calls) == len(runs)  # a failing and a diverged run do not stop the grid
+    failing = sorted(r.run_id for r in runs if r.overrides["labeled"] == 4)
+    assert sorted(line.split(":")[0] for line in outcome.failed_runs) == failing  # reported; diverged runs are not
+    assert all("RuntimeError: out of memory" in line for line in outcome.failed_runs)
     text = tables.read_text(encoding="utf-8")
     table1 = text.split("## Table 1")[1].split("## ")[0]
     assert "| 25 labeled + 0 unlabeled | paper | 46.7 | 54.0 | 60.6 | 68.6 | 74.4 | 79.1 | 82.4 | 66.6 |" in table1
@@ -120,19 +134,19 @@ def test_grid_runs_reports_and_a_rerun_skips_finished_runs(tmp_path: Path) -> No
     assert "Smoke scale" in text
 
     rerun = FakeExecutor()  # completed and diverged runs are skipped; failed ones are retried
-    run_quick(tmp_path, rerun)
+    assert run_quick(tmp_path, profile_phantoms, rerun).failed_runs == ()
     assert sorted(p.name for p in rerun.calls) == sorted(r.run_id for r in runs if ("table1", "25 labeled + 0 unlabeled")
                                                           in r.cells or ("table1", "25 labeled + 400 unlabeled") in r.cells)
     assert "failed" not in (tmp_path / "reports/tables.md").read_text(encoding="utf-8").split("## Table 1")[1].split("## ")[0]
 
 
-def test_shards_then_collect_fill_every_table(tmp_path: Path) -> None:
+def test_shards_then_collect_fill_every_table(tmp_path: Path, profile_phantoms: Path) -> None:
     executor = FakeExecutor()
-    assert run_quick(tmp_path, executor, seeds=2, shard=(0, 2)) is None
-    assert run_quick(tmp_path, executor, seeds=2, shard=(1, 2)) is None
-    _, runs = build_grid("quick", tmp_path / "data", seeds=2)
+    assert run_quick(tmp_path, profile_phantoms, executor, seeds=2, shard=(0, 2)).tables is None
+    assert run_quick(tmp_path, profile_phantoms, executor, seeds=2, shard=(1, 2)).tables is None
+    _, runs = build_grid("quick", profile_phantoms, seeds=2)
     assert sorted(p.name for p in executor.calls) == sorted(r.run_id for r in runs)
-    tables = run_quick(tmp_path, FakeExecutor(), seeds=2, collect=True)
+    tables = run_quick(tmp_path, profile_phantoms, FakeExecutor(), seeds=2, collect=True).tables
     text = tables.read_text(encoding="utf-8")
     tables_part = text.split("## Table 1")[1].split("## Runs")[0]
     assert "0 pending" in text and "pending" not in tables_part and "| — |" not in tables_part.replace("| — | ", "")
@@ -154,7 +168,7 @@ def test_chapters_run_once_in_order_with_declared_parameters(tmp_path: Path) -> 
         return out_dir / name
 
     paths = ReproducePaths(tmp_path / "reports", tmp_path / "data")
-    outcomes = run_chapters("quick", paths, runner)
+    outcomes = run_chapters(PROFILES["quick"], paths, runner)
     names = [name[:2] for name, _ in calls]
     assert names == ["00", "01", "02", "04", "05", "03", "06"]  # 03 and 06 read chapter 05's trained run
     params = dict(calls)
@@ -164,5 +178,22 @@ def test_chapters_run_once_in_order_with_declared_parameters(tmp_path: Path) -> 
     failed = [o for o in outcomes if o["status"] == "failed"]
     assert [o["chapter"][:2] for o in failed] == ["04"] and "RuntimeError: kernel died" in failed[0]["error"]
     calls.clear()
-    run_chapters("quick", paths, runner)  # a rerun only retries the failed chapter
+    run_chapters(PROFILES["quick"], paths, runner)  # a rerun only retries the failed chapter
     assert [name[:2] for name, _ in calls] == ["04"]
+
+
+def test_data_of_another_profile_is_refused_before_any_work(tmp_path: Path, quick_phantoms: Path) -> None:
+    executor = FakeExecutor()  # make-data's quick phantoms have 2 subsets; the quick profile tests on subset 7
+    with pytest.raises(KitInputError, match=r"no scans in the test subsets \[7\]"):
+        run_quick(tmp_path, quick_phantoms, executor)
+    assert executor.calls == []
+
+
+def test_an_existing_data_folder_is_never_replaced(tmp_path: Path) -> None:
+    notes = tmp_path / "reports" / "data" / "quick" / "notes.txt"
+    notes.parent.mkdir(parents=True)
+    notes.write_text("keep", encoding="utf-8")
+    with pytest.raises(KitInputError, match="not the kit's phantoms"):
+        reproduce("quick", tmp_path / "reports", chapters=False, executor=FakeExecutor(), progress=False)
+    assert notes.read_text(encoding="utf-8") == "keep"
+    assert sorted(p.name for p in (tmp_path / "reports" / "data").iterdir()) == ["quick"]

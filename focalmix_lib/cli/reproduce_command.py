@@ -40,9 +40,15 @@ def run_reproduce(args: argparse.Namespace) -> int:
         print(f"focalmix reproduce: error: unknown table(s) {unknown} (choose from {','.join(TABLES)})" if unknown
               else "focalmix reproduce: error: --seeds must be at least 1", file=sys.stderr)
         return 2
-    tables = reproduce(args.profile, args.out, seeds=args.seeds, shard=args.shard, only=only, collect=args.collect,
-                       data=args.data, chapters=args.chapters)
+    outcome = reproduce(args.profile, args.out, seeds=args.seeds, shard=args.shard, only=only,
+                        collect=args.collect, data=args.data, chapters=args.chapters)
     shard = f"{args.shard[0]}/{args.shard[1]}" if args.shard else ""
-    print(f"tables: {tables}" if tables else f"shard {shard} done; when every shard has finished run: "
-          f"focalmix reproduce --profile {args.profile} --out {args.out} --seeds {args.seeds} --collect")
+    print(f"tables: {outcome.tables}" if outcome.tables else f"shard {shard} done; when every shard has finished "
+          f"run: focalmix reproduce --profile {args.profile} --out {args.out} --seeds {args.seeds} --collect")
+    failed = [*(f"chapter {line}" for line in outcome.failed_chapters), *(f"run {line}" for line in outcome.failed_runs)]
+    if failed:
+        print(f"focalmix reproduce: {len(failed)} failed (rerun the same command to retry them):", file=sys.stderr)
+        for line in failed:
+            print(f"  {line}", file=sys.stderr)
+        return 1
     return 0

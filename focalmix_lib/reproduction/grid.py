@@ -2,10 +2,10 @@
 
 Every row of a paper table (``focalmix_lib/paper/*.csv``) becomes a :class:`Cell`
 with the TrainConfig fields that define it; the paper's labeled and unlabeled counts
-are scaled to the profile's data set (:class:`ProfileScale`). Cells that resolve to the
-same TrainConfig share one run (Table 1's "100 labeled + 400 unlabeled" is also Table
-3b's K = 4 and Table 3c's image + object MixUp), so :func:`build_grid` returns each
-run once, with every cell it fills.
+are scaled to the profile's data set (``reproduction.profiles.ProfileScale``). Cells
+that resolve to the same TrainConfig share one run (Table 1's "100 labeled + 400
+unlabeled" is also Table 3b's K = 4 and Table 3c's image + object MixUp), so
+:func:`build_grid` returns each run once, with every cell it fills.
 
 Run ids are readable and stable: ``<method>-L<labeled>-U<unlabeled>-s<seed>-<hash>``,
 the hash being that of the resolved TrainConfig, so a rerun finds its runs again.
@@ -16,61 +16,20 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from focalmix_lib.config import from_preset, to_dict
+from focalmix_lib.data.dataset import Luna16Folder
+from focalmix_lib.data.splits import split_scans
+from focalmix_lib.reproduction.profiles import ProfileScale, resolve_profile
 from focalmix_lib.training.config import TrainConfig
 
 TABLES = ("table1", "table3a", "table3b", "table3c", "table4", "figure3")
 PAPER_LABELED = (25, 50, 100)  # Table 1's labeled budgets
 NO_MIXUP = {"image_mixup": False, "object_mixup": False}
-
-
-@dataclass(frozen=True)
-class ProfileScale:
-    """How a profile maps the paper's counts onto its data set, and what its runs look like.
-
-    ``labeled`` stands for the paper's 25 / 50 / 100 labeled scans, ``unlabeled`` for its
-    400 unlabeled scans, ``largest_pool`` for Table 4's ~3,000 NLST scans (``None``: the
-    whole ``unlabeled/`` folder of the data set), ``pool_sizes`` for Figure 3's x axis.
-    ``phantoms`` are the PhantomProfile overrides of the data ``reproduce`` generates;
-    ``overrides`` are TrainConfig fields applied to every run of the profile.
-    """
-
-    name: str
-    labeled: tuple[int, int, int]
-    unlabeled: int
-    largest_pool: int | None
-    pool_sizes: tuple[int, ...]
-    phantoms: dict[str, Any] = field(default_factory=dict)
-    overrides: dict[str, Any] = field(default_factory=dict)
-    smoke: bool = False  # numbers are a smoke test of the pipeline, not a result
-
-
-PROFILES: dict[str, ProfileScale] = {
-    # 24 labeled phantoms in 8 subsets: 21 training scans, 3 test scans (subset 7),
-    # 16 unlabeled. Runs are 30 steps and detection keeps 20 boxes a scan (enough for
-    # 8 FPs per scan): chapters + 19 runs fit in 20 minutes of a 2-core CPU.
-    "quick": ProfileScale(
-        name="quick", labeled=(4, 8, 16), unlabeled=8, largest_pool=16, pool_sizes=(0, 4, 8, 16),
-        phantoms={"n_subsets": 8},
-        overrides={"test_subsets": (7,), "steps": 30, "batch_labeled": 2, "batch_unlabeled": 2,
-                   "warmup_steps": 3, "rampup_steps": 15, "checkpoint_every": 15, "window_overlap": 0.0,
-                   "max_detections": 20},
-        smoke=True,
-    ),
-    # The standard phantoms: 160 labeled in 10 subsets (128 training, 32 test), 400 unlabeled.
-    "standard": ProfileScale(
-        name="standard", labeled=(25, 50, 100), unlabeled=400, largest_pool=400, pool_sizes=(0, 100, 200, 400),
-    ),
-    # Real LUNA16 (or the paper-sized phantoms) with an unlabeled pool such as NLST.
-    "paper": ProfileScale(
-        name="paper", labeled=(25, 50, 100), unlabeled=400, largest_pool=None, pool_sizes=(0, 100, 200, 400),
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -89,13 +48,14 @@ class Cell:
 
 @dataclass(frozen=True)
 class GridRun:
-    """One training run of the grid: its id, its notebook parameters and the cells it fills."""
+    """One training run of the grid: its id, its config, its notebook parameters and the cells it fills."""
 
     run_id: str
     method: str
     seed: int
     overrides: dict[str, Any]  # TrainConfig fields passed to notebook 05 (besides method and seed)
     cells: tuple[tuple[str, str], ...]  # (table, label) of every cell this run fills
+    config: TrainConfig  # what the run trains with (its config.yaml)
 
 
 def read_paper_table(filename: str) -> list[dict[str, str]]:
@@ -106,8 +66,6 @@ def read_paper_table(filename: str) -> list[dict[str, str]]:
 
 def count_unlabeled(data_dir: str | Path) -> int:
     """Size of the data set's unlabeled pool (Table 4's largest pool on real data)."""
-    from focalmix_lib.data.dataset import Luna16Folder
-
     return len(Luna16Folder(data_dir).unlabeled_paths())
 
 
@@ -159,7 +117,7 @@ def run_id(cfg: TrainConfig) -> str:
     return f"{cfg.method}-L{cfg.labeled or 'all'}-U{unlabeled}-s{cfg.seed}-{digest}"
 
 
-def build_grid(profile: str, data_dir: str | Path, seeds: int = 1, only: tuple[str, ...] = TABLES,
+def build_grid(profile: str | ProfileScale, data_dir: str | Path, seeds: int = 1, only: tuple[str, ...] = TABLES,
                largest_pool: int | None = None) -> tuple[list[Cell], list[GridRun]]:
     """The cells of the selected tables and the deduplicated runs that fill them, in a fixed order.
 
@@ -171,7 +129,7 @@ def build_grid(profile: str, data_dir: str | Path, seeds: int = 1, only: tuple[s
         raise ValueError(f"unknown table(s) {unknown}; choose from {', '.join(TABLES)}")
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
-    scale = PROFILES[profile]
+    scale = resolve_profile(profile)
     pool = largest_pool if largest_pool is not None else (
         scale.largest_pool if scale.largest_pool is not None else count_unlabeled(data_dir))
     cells = [cell for cell in paper_cells(scale, pool) if cell.table in only]
@@ -179,14 +137,30 @@ def build_grid(profile: str, data_dir: str | Path, seeds: int = 1, only: tuple[s
     for cell in cells:
         for seed in range(seeds):
             settings = {**scale.overrides, **cell.settings}
-            rid = run_id(resolved_config(profile, data_dir, settings, seed))
+            cfg = resolved_config(scale.preset, data_dir, settings, seed)
+            rid = run_id(cfg)
             if rid in runs:
                 old = runs[rid]
-                runs[rid] = GridRun(rid, old.method, seed, old.overrides, old.cells + (cell.key,))
+                runs[rid] = GridRun(rid, old.method, seed, old.overrides, old.cells + (cell.key,), old.config)
             else:
                 overrides = {k: v for k, v in settings.items() if k != "method"}
-                runs[rid] = GridRun(rid, settings["method"], seed, overrides, (cell.key,))
+                runs[rid] = GridRun(rid, settings["method"], seed, overrides, (cell.key,), cfg)
     return cells, list(runs.values())
+
+
+def check_grid_data(runs: list[GridRun]) -> None:
+    """Refuse, before any work, a data folder that cannot serve every run of the grid.
+
+    Each distinct split (test subsets, labeled and unlabeled counts) is drawn once, as
+    training will draw it; a missing test subset or too few scans raises KitInputError
+    naming the folder (phantoms of another profile, say).
+    """
+    folders: dict[str, Luna16Folder] = {}
+    splits = {(c.data_dir, c.test_subsets, c.labeled, c.unlabeled if c.method == "focalmix" else 0, c.split_seed)
+              for c in (run.config for run in runs)}
+    for data_dir, test_subsets, labeled, unlabeled, split_seed in sorted(splits):
+        folder = folders.setdefault(data_dir, Luna16Folder(data_dir))
+        split_scans(folder, test_subsets, labeled, unlabeled, split_seed)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from focalmix_lib import atomic
-from focalmix_lib.reproduction.grid import PROFILES, TABLES, GridRun, build_grid, shard_runs
+from focalmix_lib.errors import KitInputError
+from focalmix_lib.reproduction.grid import TABLES, GridRun, build_grid, check_grid_data, shard_runs
 from focalmix_lib.reproduction.machine import machine_description
+from focalmix_lib.reproduction.profiles import ProfileScale, resolve_profile
 from focalmix_lib.training.run_folder import RunFolder
 
 # (run folder, notebook-05 parameters) -> the executed notebook. Raises when the notebook fails.
@@ -63,28 +65,32 @@ def notebook_executor(run_dir: Path, parameters: dict[str, Any]) -> Path:
     return run_notebook(RUN_NOTEBOOK, run_dir, parameters)
 
 
-def ensure_data(profile: str, out: Path, data: Path | None, progress: bool = True) -> Path:
+def ensure_data(profile: ProfileScale, out: Path, data: Path | None, progress: bool = True) -> Path:
     """The data folder of the grid: ``data`` as given, else the profile's phantoms in ``out/data``.
 
     Phantom generation is deterministic (seed 0), so every shard that makes them makes
-    the same files; a folder already holding annotations.csv is reused.
+    the same files; a folder already holding annotations.csv is reused. Nothing that
+    exists is ever replaced: an ``out/data`` with other content is refused.
     """
     if data is not None:
         return data.resolve()
     from focalmix_lib.data.phantoms import make_phantoms, profile_from_name
 
     folder = (out / "data").resolve()
-    if not (folder / "annotations.csv").is_file():
-        make_phantoms(folder, profile_from_name(profile, **PROFILES[profile].phantoms), seed=0, progress=progress,
-                      force=True)
+    if (folder / "annotations.csv").is_file():
+        return folder
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise KitInputError(folder, "exists but holds no annotations.csv, so it is not the kit's phantoms; "
+                                    "pass --data FOLDER or choose another --out")
+    make_phantoms(folder, profile_from_name(profile.preset, **profile.phantoms), seed=0, progress=progress)
     return folder
 
 
-def run_parameters(run: GridRun, profile: str, paths: ReproducePaths) -> dict[str, Any]:
+def run_parameters(run: GridRun, profile: ProfileScale, paths: ReproducePaths) -> dict[str, Any]:
     """Notebook 05's parameters for one grid run (absolute paths: the kernel works in the repository)."""
     run_dir = str(paths.run_dir(run.run_id).resolve())
     overrides = {k: list(v) if isinstance(v, tuple) else v for k, v in run.overrides.items()}
-    return {"quick": False, "preset": profile, "data_dir": str(paths.data), "run_dir": run_dir,
+    return {"quick": False, "preset": profile.preset, "data_dir": str(paths.data), "run_dir": run_dir,
             "output_dir": run_dir, "method": run.method, "overrides": overrides, "seed": run.seed,
             "detect": True, "evaluate": True, "live_plot": False}
 
@@ -95,7 +101,7 @@ def run_finished(folder: RunFolder) -> bool:
     return status == "diverged" or (status == "completed" and folder.froc_path.is_file())
 
 
-def execute_run(run: GridRun, profile: str, paths: ReproducePaths, executor: RunExecutor) -> dict[str, Any]:
+def execute_run(run: GridRun, profile: ProfileScale, paths: ReproducePaths, executor: RunExecutor) -> dict[str, Any]:
     """Execute one grid run unless it is finished; write and return its outcome.json record.
 
     The record holds ``status`` (completed | diverged | failed | skipped), ``error``
@@ -129,7 +135,7 @@ def execute_run(run: GridRun, profile: str, paths: ReproducePaths, executor: Run
     return record
 
 
-def run_chapters(profile: str, paths: ReproducePaths, runner: Callable[..., Path] | None = None
+def run_chapters(profile: ProfileScale, paths: ReproducePaths, runner: Callable[..., Path] | None = None
                  ) -> list[dict[str, Any]]:
     """Execute chapters 00-06 once (into ``out/notebooks/<chapter>/``), quick-sized for the quick profile.
 
@@ -146,8 +152,7 @@ def run_chapters(profile: str, paths: ReproducePaths, runner: Callable[..., Path
 
     # A smoke-scale chapter runs in a minute; a cell stuck for minutes (a widget waiting on a
     # front end, say) is reported as failed instead of holding the grid.
-    runner = runner or partial(run_notebook, timeout_s=CHAPTER_CELL_TIMEOUT_S if PROFILES[profile].smoke else None)
-    scale = PROFILES[profile]
+    runner = runner or partial(run_notebook, timeout_s=CHAPTER_CELL_TIMEOUT_S if profile.smoke else None)
     chapter_run = paths.notebooks / "05_train" / "run"
     outcomes_path = paths.notebooks / "outcomes.json"
     outcomes = _read_json(outcomes_path) if outcomes_path.is_file() else {}
@@ -158,9 +163,9 @@ def run_chapters(profile: str, paths: ReproducePaths, runner: Callable[..., Path
         if outcomes.get(source.stem, {}).get("status") == "completed":
             continue
         out_dir = paths.notebooks / source.stem
-        wanted = {"quick": scale.smoke, "output_dir": str(out_dir.resolve()), "data_dir": str(paths.data), "seed": 0,
-                  "run_dir": str(chapter_run.resolve()), "preset": profile, "live_plot": False,
-                  "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in scale.overrides.items()}}
+        wanted = {"quick": profile.smoke, "output_dir": str(out_dir.resolve()), "data_dir": str(paths.data), "seed": 0,
+                  "run_dir": str(chapter_run.resolve()), "preset": profile.preset, "live_plot": False,
+                  "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in profile.overrides.items()}}
         started = time.perf_counter()
         try:
             runner(source.name, out_dir, {k: v for k, v in wanted.items() if k in declared[source.stem]})
@@ -175,20 +180,32 @@ def run_chapters(profile: str, paths: ReproducePaths, runner: Callable[..., Path
     return [dict(outcomes[p.stem], chapter=p.stem) for p in notebooks if p.stem in outcomes]
 
 
-def reproduce(profile: str, out: str | Path, *, seeds: int = 1, shard: tuple[int, int] | None = None,
+@dataclass(frozen=True)
+class ReproduceOutcome:
+    """What a reproduction did: ``tables`` (tables.md; ``None`` for a shard, whose tables
+    come from ``--collect``), and the grid runs and chapters that failed, each as
+    ``"<run id or chapter>: <first line of its error>"``."""
+
+    tables: Path | None
+    failed_runs: tuple[str, ...] = ()
+    failed_chapters: tuple[str, ...] = ()
+
+
+def reproduce(profile: str | ProfileScale, out: str | Path, *, seeds: int = 1, shard: tuple[int, int] | None = None,
               only: tuple[str, ...] = TABLES, collect: bool = False, data: str | Path | None = None,
               chapters: bool = True, executor: RunExecutor = notebook_executor, progress: bool = True
-              ) -> Path | None:
+              ) -> ReproduceOutcome:
     """The whole reproduction: data, chapters 00-06, the grid (or one shard of it), the tables.
 
-    Returns the path of tables.md, or ``None`` for a shard (run ``--collect`` once
-    every shard has finished). ``collect=True`` only reads the run folders and writes
-    the tables.
+    Before any long work the data folder is checked against every run of the grid.
+    ``collect=True`` only reads the run folders and writes the tables. A failed run
+    or chapter does not stop the others; they are listed in the returned outcome.
     """
     from tqdm.auto import tqdm
 
     from focalmix_lib.reproduction.tables import write_tables
 
+    profile = resolve_profile(profile)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(data).resolve() if data is not None else None
@@ -197,19 +214,28 @@ def reproduce(profile: str, out: str | Path, *, seeds: int = 1, shard: tuple[int
     else:
         paths = ReproducePaths(out, ensure_data(profile, out, data_dir, progress))
     cells, runs = build_grid(profile, paths.data, seeds, only)
-    if not collect:
-        if chapters and (shard is None or shard[0] == 0):
-            run_chapters(profile, paths)
-        mine = shard_runs(runs, shard) if shard else runs
-        bar = tqdm(mine, desc=f"{profile} grid", unit="run", disable=not progress)
-        for run in bar:
-            bar.set_postfix_str(run.run_id)
-            record = execute_run(run, profile, paths, executor)
-            if record["status"] not in ("completed", "skipped"):
-                bar.write(f"{run.run_id}: {record['status']}: {record['error'].splitlines()[0] if record['error'] else ''}")
-        if shard is not None:
-            return None
-    return write_tables(profile, out, cells, runs, seeds)
+    if collect:
+        return ReproduceOutcome(write_tables(profile, out, cells, runs, seeds))
+    check_grid_data(runs)
+    failed_chapters: list[str] = []
+    if chapters and (shard is None or shard[0] == 0):
+        failed_chapters = [f"{c['chapter']}: {_first_line(c['error'])}" for c in run_chapters(profile, paths)
+                           if c["status"] == "failed"]
+    failed_runs: list[str] = []
+    mine = shard_runs(runs, shard) if shard else runs
+    bar = tqdm(mine, desc=f"{profile.name} grid", unit="run", disable=not progress)
+    for run in bar:
+        bar.set_postfix_str(run.run_id)
+        record = execute_run(run, profile, paths, executor)
+        if record["status"] == "failed":
+            failed_runs.append(f"{run.run_id}: {_first_line(record['error'])}")
+            bar.write(f"{run.run_id}: failed: {_first_line(record['error'])}")
+    tables = None if shard is not None else write_tables(profile, out, cells, runs, seeds)
+    return ReproduceOutcome(tables, tuple(failed_runs), tuple(failed_chapters))
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "(no message)"
 
 
 def _short_error(exc: BaseException) -> str:

@@ -20,7 +20,8 @@ from typing import Any
 
 from focalmix_lib import atomic
 from focalmix_lib.evaluation.results import OPERATING_POINT_KEYS
-from focalmix_lib.reproduction.grid import PROFILES, Cell, GridRun
+from focalmix_lib.reproduction.grid import Cell, GridRun
+from focalmix_lib.reproduction.profiles import ProfileScale
 from focalmix_lib.reproduction.machine import machine_description
 from focalmix_lib.training.run_folder import RunFolder
 
@@ -157,14 +158,14 @@ class Section:
     note: str = ""
 
 
-def build_sections(profile: str, cells: list[Cell], runs: list[GridRun], results: dict[str, RunResult],
+def build_sections(profile: ProfileScale, cells: list[Cell], runs: list[GridRun], results: dict[str, RunResult],
                    seeds: int) -> tuple[list[Section], list[list[Any]]]:
     """The report's sections (markdown/HTML) and the long CSV rows."""
     by_cell: dict[tuple[str, str], list[RunResult]] = {c.key: [] for c in cells}
     for run in runs:
         for key in run.cells:
             by_cell[key].append(results[run.run_id])
-    smoke = " (smoke scale)" if PROFILES[profile].smoke else ""
+    smoke = " (smoke scale)" if profile.smoke else ""
     sections: list[Section] = []
     csv_rows: list[list[Any]] = []
     for table in dict.fromkeys(c.table for c in cells):
@@ -191,7 +192,7 @@ def build_sections(profile: str, cells: list[Cell], runs: list[GridRun], results
                 csv_rows.append([table, cell.label, metric, cell.paper.get(paper_column(metric), ""),
                                  "" if mean is None else round(mean, 3), "" if std is None else round(std, 3),
                                  len(values), sum(r.status == "diverged" for r in runs_of_cell),
-                                 sum(r.status == "failed" for r in runs_of_cell), "smoke" if smoke else profile])
+                                 sum(r.status == "failed" for r in runs_of_cell), "smoke" if smoke else profile.name])
     effect_rows = [[e.name, *check_effect(e, by_cell)] for e in EFFECTS
                    if e.better in by_cell and (e.worse is None or e.worse in by_cell)]
     sections.append(Section(f"Paper effects: reproduced over {seeds} seed(s)?" + smoke,
@@ -215,7 +216,7 @@ def run_section(runs: list[GridRun], results: dict[str, RunResult]) -> Section:
     return Section("Runs", ["run", "status", "CPM", "seconds", "files", "cells", "error"], rows)
 
 
-def plot_figure3(cells: list[Cell], by_cell_cpm: dict[str, list[float]], profile: str, labeled: int,
+def plot_figure3(cells: list[Cell], by_cell_cpm: dict[str, list[float]], profile: ProfileScale, labeled: int,
                  path: Path) -> None:
     """CPM (mean ± std over seeds) against the unlabeled pool size at the fixed labeled budget."""
     import matplotlib
@@ -231,8 +232,8 @@ def plot_figure3(cells: list[Cell], by_cell_cpm: dict[str, list[float]], profile
         ax.errorbar(xs, [m for _, (m, _) in points], yerr=[s or 0.0 for _, (_, s) in points], marker="o",
                     capsize=3, label="kit (mean ± std over seeds)")
         ax.legend()
-    smoke = ", smoke scale" if PROFILES[profile].smoke else ""
-    ax.set_title(f"Figure 3: CPM vs unlabeled pool size\n({labeled} labeled scans, {profile} profile{smoke})")
+    smoke = ", smoke scale" if profile.smoke else ""
+    ax.set_title(f"Figure 3: CPM vs unlabeled pool size\n({labeled} labeled scans, {profile.name} profile{smoke})")
     ax.set_ylim(0, 100)
     ax.set_xlabel("unlabeled scans in the pool")
     ax.set_ylabel("CPM (%)")
@@ -243,7 +244,7 @@ def plot_figure3(cells: list[Cell], by_cell_cpm: dict[str, list[float]], profile
     plt.close(fig)
 
 
-def write_tables(profile: str, out: str | Path, cells: list[Cell], runs: list[GridRun], seeds: int) -> Path:
+def write_tables(profile: ProfileScale, out: str | Path, cells: list[Cell], runs: list[GridRun], seeds: int) -> Path:
     """Read every run of the grid under ``out/runs`` and write tables.md, .csv, .html and figure3.png."""
     out = Path(out)
     results = {run.run_id: read_run(out / "runs", run.run_id) for run in runs}
@@ -256,7 +257,7 @@ def write_tables(profile: str, out: str | Path, cells: list[Cell], runs: list[Gr
     intro = _intro(profile, out, runs, results, seeds)
     figure3 = [s for s in sections if s.title.startswith("Figure 3")]
     if figure3:
-        plot_figure3(cells, figure3_cpm, profile, PROFILES[profile].labeled[-1], out / "figure3.png")
+        plot_figure3(cells, figure3_cpm, profile, profile.labeled[-1], out / "figure3.png")
         figure3[0].note = "![Figure 3: CPM against the unlabeled pool size](figure3.png)"
     sections.append(run_section(runs, results))
     sections.append(_chapter_section(out))
@@ -271,13 +272,13 @@ def write_tables(profile: str, out: str | Path, cells: list[Cell], runs: list[Gr
     return out / "tables.md"
 
 
-def _intro(profile: str, out: Path, runs: list[GridRun], results: dict[str, RunResult], seeds: int) -> list[str]:
+def _intro(profile: ProfileScale, out: Path, runs: list[GridRun], results: dict[str, RunResult], seeds: int) -> list[str]:
 
     counts = {s: sum(r.status == s for r in results.values()) for s in ("completed", "diverged", "failed", "pending")}
     seconds = sum(r.seconds or 0.0 for r in results.values())
     machines = {json.dumps(r.machine, sort_keys=True) for r in results.values() if r.machine}
-    lines = [f"# FocalMix reproduction: {profile} profile", ""]
-    if PROFILES[profile].smoke:
+    lines = [f"# FocalMix reproduction: {profile.name} profile", ""]
+    if profile.smoke:
         lines += ["**Smoke scale.** The quick profile trains each run for a few dozen steps on tiny phantoms: "
                   "its numbers show that the pipeline fills every table, not that the paper's effects hold.", ""]
     lines += [f"Kit numbers are percentages, mean ± standard deviation over {seeds} seed(s); "
