@@ -1,4 +1,4 @@
-"""Pieces of the training objective: ramp-up, loss normalisation, predicted objects."""
+"""The training objective: ramp-up, loss normalisation, predicted objects, the total of one step."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ import pytest
 import torch
 
 from focalmix_lib.config import from_preset
+from focalmix_lib.detection.model import DetectorConfig, FPNDetector
 from focalmix_lib.losses import soft_focal_loss
 from focalmix_lib.training.config import TrainConfig
+from focalmix_lib.training.data import Batch
 from focalmix_lib.training.objective import (
     MAX_PREDICTED_OBJECTS,
     classification_loss,
     confident_boxes,
+    step_losses,
+    total_objective,
     unlabeled_weight,
 )
 
@@ -39,3 +43,25 @@ def test_confident_boxes_keeps_confident_separate_anchors() -> None:
     assert second.shape == (0, 6)
     many = torch.full((1, 3), 0.99)
     assert len(confident_boxes(anchors, many, 0.5)[0]) <= MAX_PREDICTED_OBJECTS
+
+
+def test_total_objective_is_labeled_plus_weighted_box_and_unlabeled_terms() -> None:
+    cfg = from_preset(TrainConfig, "quick", box_loss_weight=0.5)
+    labeled, box, unlabeled = torch.tensor(1.25), torch.tensor(0.5), torch.tensor(2.0)
+    assert float(total_objective(labeled, box, unlabeled, 0.25, cfg)) == 1.25 + 0.5 * 0.5 + 0.25 * 2.0
+
+
+@pytest.mark.parametrize("method", ["supervised", "focalmix"])
+def test_a_step_minimises_the_total_objective_of_its_logged_parts(method: str) -> None:
+    cfg = from_preset(TrainConfig, "quick", method=method, rampup_steps=4).resolved()
+    detector = FPNDetector(from_preset(DetectorConfig, "quick"))
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 1, 32, 32, 32, generator=generator)
+    boxes = [torch.tensor([[10.0, 10.0, 10.0, 16.0, 16.0, 16.0]]), torch.zeros((0, 6))]
+    unlabeled = torch.rand(2, 1, 32, 32, 32, generator=generator) if method == "focalmix" else None
+    losses = step_losses(detector, Batch(images, boxes, unlabeled), cfg, step=2, generator=generator)
+    assert losses.unlabeled_weight == (0.5 if method == "focalmix" else 0.0)
+    expected = losses.labeled + cfg.box_loss_weight * losses.box + losses.unlabeled_weight * losses.unlabeled
+    assert float(losses.total) == pytest.approx(expected, rel=1e-6)
+    losses.total.backward()  # the total carries the gradient to every head
+    assert detector.cls_head.output.weight.grad is not None and detector.box_head.output.weight.grad is not None
