@@ -62,6 +62,6 @@ def test_a_step_minimises_the_total_objective_of_its_logged_parts(method: str) -
     losses = step_losses(detector, Batch(images, boxes, unlabeled), cfg, step=2, generator=generator)
     assert losses.unlabeled_weight == (0.5 if method == "focalmix" else 0.0)
     expected = losses.labeled + cfg.box_loss_weight * losses.box + losses.unlabeled_weight * losses.unlabeled
-    assert float(losses.total) == pytest.approx(expected, rel=1e-6)
+    assert losses.total.item() == pytest.approx(expected, rel=1e-6)
     losses.total.backward()  # the total carries the gradient to every head
     assert detector.cls_head.output.weight.grad is not None and detector.box_head.output.weight.grad is not None
