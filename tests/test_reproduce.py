@@ -12,10 +12,11 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from focalmix_lib import atomic
-from focalmix_lib.config import from_preset, save_yaml
+from focalmix_lib.config import from_preset, load_yaml, save_yaml
 from focalmix_lib.errors import KitInputError
 from focalmix_lib.evaluation.results import OPERATING_POINT_KEYS
 from focalmix_lib.reproduction.grid import TABLES, build_grid, parse_shard, read_paper_table, shard_runs
@@ -123,7 +124,7 @@ def test_grid_runs_reports_and_a_rerun_skips_finished_runs(tmp_path: Path, profi
     assert f"{100 * kit_cpm:.1f} |" in table1.split("| 50 labeled + 0 unlabeled |")[1].split("\n")[1]
     table3a = text.split("## Table 3a")[1].split("## ")[0]
     assert "| SFL w/o soft alpha and beta | Fail | Fail |" in table3a
-    assert "| SFL without soft alpha and beta diverges | yes | diverged in 1 of 1 seeds |" in text
+    assert "| SFL without soft alpha and beta diverges | inconclusive |  | diverged in 1 of 1 seeds |" in text
     assert "RuntimeError: out of memory" in text  # the failed runs' error, in the runs section
     assert (tmp_path / "reports/figure3.png").stat().st_size > 1000
     assert "![Figure 3: CPM against the unlabeled pool size](figure3.png)" in text
@@ -197,3 +198,36 @@ def test_an_existing_data_folder_is_never_replaced(tmp_path: Path) -> None:
         reproduce("quick", tmp_path / "reports", chapters=False, executor=FakeExecutor(), progress=False)
     assert notes.read_text(encoding="utf-8") == "keep"
     assert sorted(p.name for p in (tmp_path / "reports" / "data").iterdir()) == ["quick"]
+
+
+class PredictingExecutor(FakeExecutor):
+    """Also writes predictions.csv: image-MixUp runs mark every test nodule, the others only false positives."""
+
+    def __call__(self, run_dir: Path, parameters: dict[str, Any]) -> Path:
+        from focalmix_lib.data.dataset import Luna16Folder
+        from focalmix_lib.data.luna_csv import write_findings
+        from focalmix_lib.training.data import test_uids
+
+        executed = super().__call__(run_dir, parameters)
+        cfg = load_yaml(TrainConfig, RunFolder(run_dir).config_path)
+        uids = test_uids(cfg)
+        nodules = Luna16Folder(cfg.data_dir).annotations
+        rng = np.random.default_rng(zlib.crc32(run_dir.name.encode()))
+        marks = [(u, rng.uniform(-150, -100, 3), rng.uniform(0.1, 0.9)) for u in uids for _ in range(5)]
+        if cfg.image_mixup:
+            listed = np.isin(nodules.seriesuid, uids)
+            marks += [(u, xyz, 0.95) for u, xyz in zip(nodules.seriesuid[listed], nodules.world_xyz[listed])]
+        write_findings(RunFolder(run_dir).predictions_path, [m[0] for m in marks], np.array([m[1] for m in marks]),
+                       np.array([m[2] for m in marks]), "probability")
+        return executed
+
+
+def test_effects_get_a_paired_interval_and_a_verdict_from_three_seeds(tmp_path: Path, profile_phantoms: Path) -> None:
+    tables = run_quick(tmp_path, profile_phantoms, PredictingExecutor(), seeds=3, only=("table3c",)).tables
+    effects = tables.read_text(encoding="utf-8").split("## Paper effects over 3 seed(s)")[1]
+    row = next(line for line in effects.splitlines() if line.startswith("| image MixUp helps |"))
+    verdict, gain, detail = (cell.strip() for cell in row.split("|")[2:5])
+    assert verdict == "reproduced" and detail == "3 paired seed(s)"
+    low = float(gain.split("[")[1].split(",")[0])
+    assert low > 0  # every nodule found against none: the whole interval is a gain
+    assert "**inconclusive**" in effects  # the rules are stated under the table

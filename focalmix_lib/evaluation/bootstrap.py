@@ -133,7 +133,7 @@ def with_bootstrap(result: FrocResult, curves: NDArray[np.float64], n_resamples:
     n_points = len(OPERATING_POINTS)
     valid = curves[np.isfinite(curves[:, 0])]
     columns = np.column_stack([valid[:, :n_points].mean(axis=1), valid])
-    mean, low, high = _mean_interval(columns)
+    mean, low, high = mean_interval(columns)
     intervals = [Interval(float(m), float(lo), float(hi)) for m, lo, hi in zip(mean, low, high)]
     summary = BootstrapSummary(
         n_resamples=n_resamples, n_valid=len(valid), seed=seed, cpm=intervals[0],
@@ -143,7 +143,7 @@ def with_bootstrap(result: FrocResult, curves: NDArray[np.float64], n_resamples:
     return dataclasses.replace(result, bootstrap=summary)
 
 
-def _mean_interval(values: NDArray[np.float64]) -> tuple[NDArray[np.float64], ...]:
+def mean_interval(values: NDArray[np.float64]) -> tuple[NDArray[np.float64], ...]:
     """Column-wise mean and the official interval: sorted ``v[floor(0.025 N)]``, ``v[floor(0.975 N)]``."""
     n = len(values)
     if n == 0:

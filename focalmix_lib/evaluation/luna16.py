@@ -89,19 +89,11 @@ def evaluate_froc(
     ``progress`` shows a tqdm bar over the bootstrap. Raises KitInputError (naming the
     annotations file) when the listed scans hold no included nodule.
     """
-    if not seriesuids:
-        raise ValueError("no listed scans: the FROC needs at least one series uid")
     if bootstrap < 0:
         raise ValueError(f"bootstrap must be >= 0, got {bootstrap}")
-    listed = np.asarray(list(seriesuids), dtype=str)
-    scan_uids, listed_scan = np.unique(listed, return_inverse=True)
-    multiplicity = np.bincount(listed_scan, minlength=len(scan_uids))
-    n_scans = len(listed)
-
-    samples, nodules = _match(annotations, excluded, predictions, scan_uids)
-    if len(nodules.detected) == 0:
-        raise KitInputError(annotations.path, f"no included nodule in the {len(scan_uids)} listed scan(s); "
-                            "sensitivity is undefined")
+    scan_uids, listed_scan, multiplicity = _listed_scans(seriesuids)
+    n_scans = len(listed_scan)
+    samples, nodules = _matched(annotations, excluded, predictions, scan_uids)
 
     point_weights = multiplicity[None, :]
     fp_counts, tp_counts = (cumulative_weights(point_weights, sample_scan)[0, through] for sample_scan, through in
@@ -121,6 +113,41 @@ def evaluate_froc(
     weights = resample_weights(resamples, listed_scan, len(scan_uids)) * multiplicity[None, :]
     curves = bootstrap_sensitivities(samples, weights, n_scans, progress=progress)
     return with_bootstrap(result, curves, bootstrap, seed)
+
+
+def resampled_cpms(
+    annotations: FindingTable, excluded: FindingTable, seriesuids: Sequence[str], predictions: FindingTable,
+    resamples: NDArray[np.int64],
+) -> NDArray[np.float64]:
+    """The CPM (R,) of ``predictions`` on each resample of the listed scans (rule 9), NaN where a
+    resample holds no nodule.
+
+    ``resamples`` (R, n_listed): indices into ``seriesuids`` (:func:`draw_bootstrap_resamples`).
+    Two submissions scored on the same resamples give paired CPM differences.
+    """
+    scan_uids, listed_scan, multiplicity = _listed_scans(seriesuids)
+    samples, _ = _matched(annotations, excluded, predictions, scan_uids)
+    weights = resample_weights(resamples, listed_scan, len(scan_uids)) * multiplicity[None, :]
+    curves = bootstrap_sensitivities(samples, weights, len(listed_scan))
+    return curves[:, :len(OPERATING_POINTS)].mean(axis=1)
+
+
+def _listed_scans(seriesuids: Sequence[str]) -> tuple[NDArray[np.str_], NDArray[np.int64], NDArray[np.int64]]:
+    """Distinct listed uids (S,), each listed entry's index among them (n_listed,), and how often each is listed."""
+    if not seriesuids:
+        raise ValueError("no listed scans: the FROC needs at least one series uid")
+    scan_uids, listed_scan = np.unique(np.asarray(list(seriesuids), dtype=str), return_inverse=True)
+    return scan_uids, listed_scan, np.bincount(listed_scan, minlength=len(scan_uids))
+
+
+def _matched(annotations: FindingTable, excluded: FindingTable, predictions: FindingTable,
+             scan_uids: NDArray[np.str_]) -> tuple[RocSamples, NoduleHits]:
+    """Rules 1-6 (:func:`_match`), refusing listed scans without any included nodule."""
+    samples, nodules = _match(annotations, excluded, predictions, scan_uids)
+    if len(nodules.detected) == 0:
+        raise KitInputError(annotations.path, f"no included nodule in the {len(scan_uids)} listed scan(s); "
+                            "sensitivity is undefined")
+    return samples, nodules
 
 
 def evaluate_files(

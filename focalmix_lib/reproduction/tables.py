@@ -19,10 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from focalmix_lib import atomic
+from focalmix_lib.config import load_yaml
+from focalmix_lib.data.dataset import Luna16Folder
+from focalmix_lib.data.luna_csv import read_predictions
+from focalmix_lib.evaluation.paired import MIN_SEEDS, PairedDifference, paired_cpm_difference
 from focalmix_lib.evaluation.results import OPERATING_POINT_KEYS
 from focalmix_lib.reproduction.grid import Cell, GridRun
-from focalmix_lib.reproduction.profiles import ProfileScale
 from focalmix_lib.reproduction.machine import machine_description
+from focalmix_lib.reproduction.profiles import ProfileScale
+from focalmix_lib.training.config import TrainConfig
+from focalmix_lib.training.data import test_uids
 from focalmix_lib.training.run_folder import RunFolder
 
 TITLES = {
@@ -46,16 +52,23 @@ class RunResult:
     error: str = ""
     seconds: float | None = None
     machine: dict[str, Any] | None = None
+    folder: Path | None = None  # the run folder (predictions.csv, config.yaml) of a completed run
 
 
 @dataclass(frozen=True)
 class Effect:
-    """A paper effect: ``better`` beats ``worse`` (CPM) seed by seed; or ``diverges`` fails in every seed."""
+    """A paper effect: ``better`` has a higher CPM than ``worse``; or, without ``worse``, ``better`` diverges."""
 
     name: str
     better: tuple[str, str]
     worse: tuple[str, str] | None = None
 
+
+EFFECTS_NOTE = (
+    "Each seed trains both settings and scores them on the same test scans, so their CPMs are paired. The "
+    "interval bootstraps the test scans and the seeds (1,000 resamples). **reproduced**: the interval lies above "
+    "zero; **contradicted**: below zero; **inconclusive**: it contains zero, or fewer than 3 seeds ran. A "
+    "divergence effect is reproduced when every one of at least 3 seeds diverged.")
 
 EFFECTS = (
     Effect("SSL gain at 25 labeled", ("table1", "25 labeled + 400 unlabeled"), ("table1", "25 labeled + 0 unlabeled")),
@@ -83,7 +96,8 @@ def read_run(runs_root: Path, run_id: str) -> RunResult:
     if status == "completed" and folder.froc_path.is_file():
         froc = json.loads(folder.froc_path.read_text(encoding="utf-8"))
         return RunResult(run_id, "completed", 100 * froc["cpm"],
-                         {k: 100 * froc["sensitivity_at"][k] for k in OPERATING_POINT_KEYS}, "", seconds, machine)
+                         {k: 100 * froc["sensitivity_at"][k] for k in OPERATING_POINT_KEYS}, "", seconds, machine,
+                         folder.path)
     if status == "diverged":
         return RunResult(run_id, "diverged", error=folder.error(), seconds=seconds, machine=machine)
     if outcome.get("status") == "failed" or status == "failed":
@@ -121,31 +135,54 @@ def format_kit(results: list[RunResult], metric: str = "cpm") -> str:
     return (text + (f" ({', '.join(notes)} of {len(results)})" if notes else "")).strip() or "—"
 
 
-def check_effect(effect: Effect, by_cell: dict[tuple[str, str], list[RunResult]]) -> tuple[str, str]:
-    """(verdict, detail) of one paper effect over seeds: "yes", "mixed", "no" or "not run"."""
+def check_effect(effect: Effect, by_cell: dict[tuple[str, str], list[RunResult]]) -> tuple[str, str, str]:
+    """(verdict, CPM gain over seeds, detail) of one paper effect; the verdict rules are those of
+    :mod:`focalmix_lib.evaluation.paired` (at least 3 seeds; else "inconclusive"; "not run" before any)."""
     better = by_cell.get(effect.better, [])
-    if effect.worse is None:
+    if effect.worse is None:  # the effect is a divergence: it must diverge in every seed
         finished = [r for r in better if r.status in ("completed", "diverged")]
-        failed = sum(r.status == "diverged" for r in finished)
         if not finished:
-            return "not run", ""
-        verdict = "yes" if failed == len(finished) else "mixed" if failed else "no"
-        return verdict, f"diverged in {failed} of {len(finished)} seeds"
+            return "not run", "", ""
+        failed = sum(r.status == "diverged" for r in finished)
+        verdict = "inconclusive" if len(finished) < MIN_SEEDS else (
+            "reproduced" if failed == len(finished) else "contradicted" if failed == 0 else "inconclusive")
+        return verdict, "", f"diverged in {failed} of {len(finished)} seeds"
     worse = by_cell.get(effect.worse, [])
-
-    def score(r: RunResult) -> float:  # a diverged run loses every comparison
-        return r.cpm if r.status == "completed" else -math.inf
-
     pairs = [(b, w) for b, w in zip(better, worse) if {b.status, w.status} <= {"completed", "diverged"}]
     if not pairs:
-        return "not run", ""
-    wins = sum(score(b) > score(w) for b, w in pairs)
-    gains = [b.cpm - w.cpm for b, w in pairs if b.status == w.status == "completed"]
-    detail = f"better in {wins} of {len(pairs)} seeds"
-    if gains:
-        mean, std = mean_std(gains)
-        detail += f"; CPM gain {mean:+.1f}" + ("" if std is None else f" ± {std:.1f}") + " points"
-    return ("yes" if wins == len(pairs) else "mixed" if wins else "no"), detail
+        return "not run", "", ""
+    completed = [(b, w) for b, w in pairs if b.status == w.status == "completed"]
+    diverged = [f"{name} diverged in {n} seed(s)" for name, n in
+                (("better", sum(b.status == "diverged" for b, _ in pairs)),
+                 ("worse", sum(w.status == "diverged" for _, w in pairs))) if n]
+    detail = "; ".join(diverged)
+    if not completed:
+        return "inconclusive", "", detail
+    paired = paired_difference(completed)
+    if paired is None:  # the per-seed gains of froc.json, without an interval
+        mean, std = mean_std([b.cpm - w.cpm for b, w in completed])
+        detail = "; ".join(filter(None, [detail, "no predictions to bootstrap"]))
+        return "inconclusive", f"{mean:+.1f}" + ("" if std is None else f" ± {std:.1f}"), detail
+    gain = f"{100 * paired.mean:+.1f}" + ("" if paired.std is None else f" ± {100 * paired.std:.1f}")
+    gain += f" [{100 * paired.low:+.1f}, {100 * paired.high:+.1f}]"
+    return paired.verdict, gain, "; ".join(filter(None, [f"{len(completed)} paired seed(s)", detail]))
+
+
+def paired_difference(pairs: list[tuple[RunResult, RunResult]], n_resamples: int = 1000) -> PairedDifference | None:
+    """The paired CPM difference of completed runs from their predictions on their common test scans.
+
+    ``None`` when a run's folder, predictions or data can no longer be read (a report
+    collected on another machine, say): the report then gives the per-seed gains only.
+    """
+    try:
+        cfg = load_yaml(TrainConfig, pairs[0][0].folder / "config.yaml")
+        folder = Luna16Folder(cfg.data_dir)
+        uids = test_uids(cfg)
+        submissions = [(read_predictions(RunFolder(b.folder).predictions_path),
+                        read_predictions(RunFolder(w.folder).predictions_path)) for b, w in pairs]
+    except (OSError, ValueError):
+        return None
+    return paired_cpm_difference(folder.annotations, folder.excluded, uids, submissions, n_resamples)
 
 
 @dataclass
@@ -195,8 +232,9 @@ def build_sections(profile: ProfileScale, cells: list[Cell], runs: list[GridRun]
                                  sum(r.status == "failed" for r in runs_of_cell), "smoke" if smoke else profile.name])
     effect_rows = [[e.name, *check_effect(e, by_cell)] for e in EFFECTS
                    if e.better in by_cell and (e.worse is None or e.worse in by_cell)]
-    sections.append(Section(f"Paper effects: reproduced over {seeds} seed(s)?" + smoke,
-                            ["effect", "reproduced", "detail"], effect_rows))
+    sections.append(Section(f"Paper effects over {seeds} seed(s)" + smoke,
+                            ["effect", "verdict", "CPM gain, points: mean ± std over seeds [95 % interval]",
+                             "detail"], effect_rows, EFFECTS_NOTE))
     return sections, csv_rows
 
 
