@@ -1,8 +1,8 @@
 """FocalMix kit: semi-supervised 3D lung nodule detection (Wang et al., CVPR 2020).
 
-Modules follow the data flow of the kit, each depending only on those before it:
-files -> ``data`` -> ``detection`` -> ``losses`` / ``ssl`` -> ``train`` -> ``evaluate``
--> ``reproduce``.
+Its packages follow the data flow of the kit, each importing only those before it
+(docs/architecture.md): ``data`` -> ``detection`` -> ``losses`` / ``ssl`` -> ``training``
+-> ``inference`` -> ``evaluation`` -> ``reproduction`` -> ``viz`` / ``cli``.
 """
 
 __version__ = "0.1.0"

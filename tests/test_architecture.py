@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "focalmix_lib"
 
 # Lowest first. A module may import its own layer (never in a loop) or any layer below.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("atomic", "errors", "config", "paper"),
+    ("atomic", "errors", "config", "paper", "__init__"),  # the package root holds only its version
     ("data",),
     ("detection",),
     ("losses", "ssl"),
@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("evaluation",),
     ("reproduction",),
     ("viz", "related"),
-    ("cli", "__main__", "__init__"),
+    ("cli", "__main__"),
 )
 
 
