@@ -49,6 +49,21 @@ class RunFolder:
         """A grid run's record (status, error, seconds, machine), written by the reproduction."""
         return self.path / "outcome.json"
 
+    @property
+    def timings_path(self) -> Path:
+        return self.path / "timings.json"
+
+    # --- time spent per stage ---------------------------------------------------
+    def read_timings(self) -> dict[str, float]:
+        """Seconds spent in each stage (scan loading, training steps, detection, evaluation)."""
+        return json.loads(self.timings_path.read_text(encoding="utf-8")) if self.timings_path.is_file() else {}
+
+    def add_seconds(self, stage: str, seconds: float) -> None:
+        """Add ``seconds`` to ``stage`` in timings.json (a resumed run adds to what it spent before)."""
+        timings = self.read_timings()
+        timings[stage] = round(timings.get(stage, 0.0) + seconds, 3)
+        atomic.write_json(self.timings_path, timings)
+
     # --- status -----------------------------------------------------------------
     def status(self) -> str | None:
         """``None`` for a run that never started, else one of :data:`STATUSES`."""
