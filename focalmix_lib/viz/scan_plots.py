@@ -16,7 +16,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle, Rectangle
 from numpy.typing import NDArray
 
+from focalmix_lib.data.coordinates import world_to_voxel
 from focalmix_lib.data.dataset import PreprocessedScan
+from focalmix_lib.data.scans import Scan
 from focalmix_lib.data.scans import HU_MAX, HU_MIN
 from focalmix_lib.detection.matching import IGNORED
 
@@ -93,7 +95,36 @@ def plot_hu_windows(slice_hu: NDArray, spacing_yx: Sequence[float],
     return fig
 
 
+def plot_resampling(scan: Scan, resampled: PreprocessedScan, world_xyz: Sequence[float],
+                    window: tuple[float, float] = LUNG_WINDOW) -> Figure:
+    """Coronal slices (z, x) through the world point ``world_xyz`` (mm), as stored and resampled, in voxel indices.
+
+    A network sees voxel indices, not millimetres: a scan stored with spacing
+    (sz, sy, sx), sz != sx, shows a sphere as an ellipse of height/width sx/sz in index
+    space (left); after resampling to isotropic voxels it is round again (right). The
+    point is located in each grid by ``world_to_voxel`` and marked with a cross.
+    """
+    panels = ((np.asarray(scan.volume, dtype=np.float32), scan.geometry, "as stored"),
+              (to_hu(resampled.volume), resampled.geometry, "resampled to isotropic voxels"))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.4), layout="constrained")
+    for ax, (hu, geometry, name) in zip(axes, panels):
+        z, y, x = world_to_voxel(world_xyz, geometry)
+        sz, _, sx = geometry.spacing_zyx
+        row = int(np.clip(np.rint(y), 0, hu.shape[1] - 1))
+        ax.imshow(hu[:, row, :], cmap="gray", vmin=window[0], vmax=window[1], interpolation="nearest",
+                  origin="lower", aspect="equal")
+        ax.plot(x, z, "+", color="red", ms=14, mew=1.5, label=f"nodule centre: voxel (z, x) = ({z:.1f}, {x:.1f})")
+        ax.set_xlabel("x index (voxels)")
+        ax.set_ylabel("z index (voxels)")
+        ax.set_title(f"{name}\n{hu.shape[0]} x {hu.shape[2]} voxels (z, x) of {sz:.3g} x {sx:.3g} mm")
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle("Coronal slice through a nodule, one image pixel per voxel: only isotropic voxels keep it round")
+    return fig
+
+
 ANCHOR_STYLE = {"positive": ("limegreen", "-"), "ignored": ("orange", "--"), "negative": ("deepskyblue", ":")}
+# Positives are drawn above the (more numerous) ignored anchors that overlap them.
+ANCHOR_ZORDER = {"positive": 3.0, "ignored": 2.0}
 
 
 def anchor_label_names(matched: NDArray) -> NDArray[np.str_]:
@@ -116,7 +147,7 @@ def plot_anchor_labels(patch: NDArray, anchors: NDArray, matched: NDArray, gt_bo
     names = anchor_label_names(np.asarray(matched))
     level_of = np.repeat(np.arange(len(level_sizes)), level_sizes)
     z = int(round((gt_box[0] + gt_box[3]) / 2))
-    fig, axes = plt.subplots(1, len(level_sizes), figsize=(5.4 * len(level_sizes), 5.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(level_sizes), figsize=(5.4 * len(level_sizes), 6.0), squeeze=False)
     spans_slice = (anchors[:, 0] <= z) & (anchors[:, 3] >= z)
     overlaps = np.all((anchors[:, 3:] > gt_box[:3]) & (anchors[:, :3] < gt_box[3:]), axis=1)
     for level, (ax, stride) in enumerate(zip(axes[0], strides)):
@@ -134,15 +165,16 @@ def plot_anchor_labels(patch: NDArray, anchors: NDArray, matched: NDArray, gt_bo
                 continue
             for i, box in enumerate(anchors[chosen & spans_slice & overlaps]):
                 ax.add_patch(Rectangle((box[2] * spacing_mm, box[1] * spacing_mm), (box[5] - box[2]) * spacing_mm,
-                                       (box[4] - box[1]) * spacing_mm, fill=False, color=color, ls=style, lw=1.2,
-                                       label=label if i == 0 else None))
+                                       (box[4] - box[1]) * spacing_mm, fill=False, color=color, ls=style, lw=1.6,
+                                       zorder=ANCHOR_ZORDER[name], label=label if i == 0 else None))
             if not (chosen & spans_slice & overlaps).any():
                 ax.plot([], [], color=color, ls=style, label=label)
         ax.add_patch(Rectangle((gt_box[2] * spacing_mm, gt_box[1] * spacing_mm), (gt_box[5] - gt_box[2]) * spacing_mm,
                                (gt_box[4] - gt_box[1]) * spacing_mm, fill=False, color="red", lw=2.0,
-                               label="annotation"))
-        ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
+                               zorder=4.0, label="annotation"))
+        # In a corner: the anchors of interest sit in the middle of a patch centred on the nodule.
+        ax.legend(loc="lower left", fontsize=8, framealpha=0.85)
     fig.suptitle("Anchor labels of one annotation (Figure 1a)\npositive: IoU >= positive threshold or the best "
                  "anchor; negative: IoU < negative threshold; ignored: in between")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.93))  # room for the two-line suptitle
     return fig
