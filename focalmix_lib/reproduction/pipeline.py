@@ -6,6 +6,7 @@ the reproduction grid go through :func:`run_pipeline`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,15 +37,20 @@ def run_pipeline(cfg: TrainConfig, run_dir: str | Path, *, detect: bool = True, 
     """Train ``cfg`` in ``run_dir`` (resuming), then detect its test scans and evaluate them.
 
     A run that did not complete (diverged: the paper's "Fail") is neither detected nor
-    evaluated. ``evaluate`` scores the run's predictions.csv (detected now or earlier)
+    evaluated. The seconds of each stage are added to the run's timings.json. ``evaluate`` scores the run's predictions.csv (detected now or earlier)
     with ``bootstrap`` resamples; ``on_log`` receives every training metrics record.
     """
     run = RunFolder(Path(run_dir))
     status = train(cfg, run.path, progress=progress, on_log=on_log)
     if status != "completed":
         return PipelineResult(status, run.error())
-    predictions = detect_run(run.path, progress=progress) if detect else None
-    froc = None
+    predictions = froc = None
+    if detect:
+        started = time.perf_counter()
+        predictions = detect_run(run.path, progress=progress)
+        run.add_seconds("detection", time.perf_counter() - started)
     if evaluate and run.predictions_path.is_file():
+        started = time.perf_counter()
         froc = evaluate_run(run.path, bootstrap=bootstrap)
+        run.add_seconds("evaluation", time.perf_counter() - started)
     return PipelineResult(status, "", predictions, froc)

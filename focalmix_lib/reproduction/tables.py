@@ -14,8 +14,9 @@ import html
 import io
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from focalmix_lib import atomic
@@ -53,6 +54,7 @@ class RunResult:
     seconds: float | None = None
     machine: dict[str, Any] | None = None
     folder: Path | None = None  # the run folder (predictions.csv, config.yaml) of a completed run
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (timings.json)
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ def read_run(runs_root: Path, run_id: str) -> RunResult:
         froc = json.loads(folder.froc_path.read_text(encoding="utf-8"))
         return RunResult(run_id, "completed", 100 * froc["cpm"],
                          {k: 100 * froc["sensitivity_at"][k] for k in OPERATING_POINT_KEYS}, "", seconds, machine,
-                         folder.path)
+                         folder.path, folder.read_timings())
     if status == "diverged":
         return RunResult(run_id, "diverged", error=folder.error(), seconds=seconds, machine=machine)
     if outcome.get("status") == "failed" or status == "failed":
@@ -323,13 +325,29 @@ def _intro(profile: ProfileScale, out: Path, runs: list[GridRun], results: dict[
               "the paper's numbers are copied from the paper (`focalmix_lib/paper/`). "
               "'Fail' = training diverged (non-finite loss), as in the paper.", "",
               f"Runs: {len(runs)} ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
-              f"training + detection + evaluation time {seconds / 60:.1f} min.", ""]
+              f"{seconds / 60:.1f} min in all.{_overhead(results.values())}", ""]
     for machine in sorted(machines) or [json.dumps(machine_description(), sort_keys=True)]:
         m = json.loads(machine)
         lines.append(f"Machine: {m['cpu']} ({m['cores']} cores), GPU {m['gpu'] or 'none'}, "
                      f"torch {m['torch']}, Python {m['python']}.")
     lines.append("")
     return lines
+
+
+def _overhead(results: Iterable[RunResult]) -> str:
+    """' Training steps and detection: X % of it; ...' over the runs with their stage times."""
+    timed = [r for r in results if r.seconds and r.timings]
+    if not timed:
+        return ""
+    total = sum(r.seconds for r in timed)
+    stages: dict[str, float] = {}
+    for r in timed:
+        for stage, seconds in r.timings.items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
+    core = stages.get("training steps", 0.0) + stages.get("detection", 0.0)
+    parts = ", ".join(f"{stage} {100 * s / total:.0f} %" for stage, s in stages.items())
+    return (f" Of the {len(timed)} timed runs' {total / 60:.1f} min, training steps and detection took "
+            f"{100 * core / total:.0f} % ({parts}; notebook start, imports and outputs the rest).")
 
 
 def _chapter_section(out: Path) -> Section:

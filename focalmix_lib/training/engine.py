@@ -102,9 +102,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True, on_log: 
         run.set_status("running")
 
     try:
+        started = time.perf_counter()
         data = TrainingData.load(cfg, progress=progress and rank == 0)
+        loaded = time.perf_counter()
         status = train_loop(cfg, run, model, detector, optimizer, scheduler, data, start, device, rank,
                             progress and rank == 0, on_log)
+        if rank == 0:
+            run.add_seconds("training scans", loaded - started)
+            run.add_seconds("training steps", time.perf_counter() - loaded)
     except KeyboardInterrupt:
         raise
     except Exception:
