@@ -35,22 +35,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from focalmix_lib.config import from_preset, parse_overrides
-    from focalmix_lib.evaluation.run_evaluation import evaluate_run
-    from focalmix_lib.inference.run_detection import detect_run
-    from focalmix_lib.training.engine import train
+    from focalmix_lib.reproduction.pipeline import run_pipeline
     from focalmix_lib.training.config import TrainConfig
 
     named = {"labeled": args.labeled, "unlabeled": args.unlabeled, "steps": args.steps, "seed": args.seed}
     overrides = {"data_dir": args.data, "method": args.method,
                  **{k: v for k, v in named.items() if v is not None}, **parse_overrides(args.overrides)}
     cfg = from_preset(TrainConfig, args.preset, **overrides)
-    status = train(cfg, args.out)
-    print(f"run {args.out}: {status}")
-    if status != "completed":
+    outcome = run_pipeline(cfg, args.out, detect=args.detect, evaluate=args.detect)
+    print(f"run {args.out}: {outcome.status}")
+    if outcome.status != "completed":
         return 1
-    if args.detect:
-        print(f"predictions: {detect_run(args.out)}")
-        _print_froc(evaluate_run(args.out))
+    if outcome.predictions is not None:
+        print(f"predictions: {outcome.predictions}")
+    if outcome.froc is not None:
+        _print_froc(outcome.froc)
     return 0
 
 
