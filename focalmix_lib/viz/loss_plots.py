@@ -7,12 +7,14 @@ Every curve is computed by :mod:`focalmix_lib.losses` itself (from logits
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from focalmix_lib import atomic
 from focalmix_lib.losses import focal_loss, soft_focal_loss
 from focalmix_lib.viz.widgets import explorer
 
@@ -24,6 +26,10 @@ SFL_VARIANTS: tuple[tuple[str, bool, bool], ...] = (
     ("without both", False, False),
 )
 P_GRID = np.linspace(0.001, 0.999, 400)
+# Losses below this are drawn at it on log axes (the soft loss is exactly 0 at p = y).
+LOG_FLOOR = 1e-6
+# Height of the SFL surface's box relative to its (p, y) square.
+SURFACE_Z_ASPECT = 0.6
 
 
 def sfl_values(y: float | np.ndarray, p: np.ndarray, alpha0: float, alpha1: float, gamma: float,
@@ -52,21 +58,38 @@ def plot_focal_curves(gammas: Sequence[float] = (0.0, 0.5, 1.0, 2.0, 5.0)) -> Fi
 
 
 def sfl_surface(alpha0: float = 0.25, alpha1: float = 0.75, gamma: float = 2.0, samples: int = 60):
-    """Plotly surface of SFL(y, p) (eq. 9) over soft targets y in [0, 1] and predictions p in (0, 1)."""
+    """Plotly surface of SFL(y, p) (eq. 9) over soft targets y in [0, 1] and predictions p in (0, 1).
+
+    The z axis is drawn at :data:`SURFACE_Z_ASPECT` of the (p, y) square's side: the loss
+    reaches ~4 nats at the corners, and an equal aspect would stretch the box upwards
+    until the axis titles fall outside the view. The red line is the zero valley p = y.
+    """
     import plotly.graph_objects as go
 
     y = np.linspace(0.0, 1.0, samples)
     p = np.linspace(0.005, 0.995, samples)
     yy, pp = np.meshgrid(y, p, indexing="ij")
     loss = sfl_values(yy, pp, alpha0, alpha1, gamma)
-    fig = go.Figure(go.Surface(x=p, y=y, z=loss, colorscale="Viridis", colorbar={"title": "SFL (nats)"}))
+    fig = go.Figure([
+        go.Surface(x=p, y=y, z=loss, colorscale="Viridis", colorbar={"title": {"text": "SFL (nats)"}, "len": 0.75}),
+        go.Scatter3d(x=p, y=p, z=np.zeros_like(p), mode="lines", line={"color": "red", "width": 6},
+                     name="p = y: SFL = 0"),
+    ])
     fig.update_layout(
-        title=f"Soft-target focal loss, alpha0 = {alpha0:g}, alpha1 = {alpha1:g}, gamma = {gamma:g}: "
-              "zero along p = y",
-        scene={"xaxis_title": "prediction p", "yaxis_title": "soft target y", "zaxis_title": "SFL (nats)"},
-        width=760, height=560, margin={"l": 0, "r": 0, "b": 0, "t": 50},
+        title={"text": f"Soft-target focal loss (eq. 9), alpha0 = {alpha0:g}, alpha1 = {alpha1:g}, "
+                       f"gamma = {gamma:g}<br>zero along the red line p = y; drag to rotate"},
+        scene={"xaxis_title": "prediction p", "yaxis_title": "soft target y", "zaxis_title": "SFL (nats)",
+               "aspectmode": "manual", "aspectratio": {"x": 1.0, "y": 1.0, "z": SURFACE_Z_ASPECT},
+               "camera": {"eye": {"x": 1.5, "y": -1.5, "z": 0.9}}},
+        legend={"x": 0.0, "y": 0.0}, width=760, height=600, margin={"l": 10, "r": 10, "b": 10, "t": 70},
     )
     return fig
+
+
+def write_plotly_html(fig, path: str | Path) -> None:
+    """Write a plotly figure as one self-contained page (plotly.js inlined): it opens offline."""
+    with atomic.atomic_path(path) as tmp:
+        fig.write_html(tmp, include_plotlyjs=True, full_html=True)
 
 
 def plot_alpha_beta_terms(alpha0: float = 0.25, alpha1: float = 0.75, gamma: float = 2.0,
@@ -103,11 +126,12 @@ def plot_sfl_variants(alpha0: float = 0.25, alpha1: float = 0.75, gamma: float =
     fig, axes = plt.subplots(1, len(SFL_VARIANTS), figsize=(4.2 * len(SFL_VARIANTS), 4.0), sharey=True)
     for ax, (name, soft_alpha, soft_beta) in zip(axes, SFL_VARIANTS):
         for y in targets:
-            ax.plot(P_GRID, sfl_values(y, P_GRID, alpha0, alpha1, gamma, soft_alpha, soft_beta), label=f"y = {y:g}")
+            loss = sfl_values(y, P_GRID, alpha0, alpha1, gamma, soft_alpha, soft_beta)
+            ax.plot(P_GRID, np.maximum(loss, LOG_FLOOR), label=f"y = {y:g}")
         ax.set_title(name)
         ax.set_xlabel("prediction p")
         ax.set_yscale("log")
-        ax.set_ylim(1e-5, 5)
+        ax.set_ylim(LOG_FLOOR, 5)
     axes[0].set_ylabel("loss (nats, log scale)")
     axes[0].legend()
     fig.suptitle(f"Table 3a variants (alpha0 = {alpha0:g}, alpha1 = {alpha1:g}, gamma = {gamma:g})")
@@ -116,15 +140,26 @@ def plot_sfl_variants(alpha0: float = 0.25, alpha1: float = 0.75, gamma: float =
 
 
 def plot_sfl_at(alpha0: float, alpha1: float, gamma: float, y: float) -> Figure:
-    """All four variants at one soft target ``y``, against p (the state of the explorer's sliders)."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    """All four variants at one soft target ``y``, against p (the state of the explorer's sliders).
+
+    The y axis is logarithmic so that the valley of each curve shows: the soft variants
+    fall to 0 at p = y, which a linear axis flattens into the floor. Each curve's
+    minimum on the grid is marked with a dot.
+    """
+    fig, ax = plt.subplots(figsize=(6.8, 4.6))
     for name, soft_alpha, soft_beta in SFL_VARIANTS:
-        ax.plot(P_GRID, sfl_values(y, P_GRID, alpha0, alpha1, gamma, soft_alpha, soft_beta), label=name)
+        loss = sfl_values(y, P_GRID, alpha0, alpha1, gamma, soft_alpha, soft_beta)
+        line, = ax.plot(P_GRID, np.maximum(loss, LOG_FLOOR), label=name)
+        lowest = int(np.argmin(loss))
+        ax.plot(P_GRID[lowest], max(loss[lowest], LOG_FLOOR), "o", color=line.get_color(), ms=5)
     ax.axvline(y, color="grey", lw=0.8, label="p = y")
+    ax.set_yscale("log")
+    ax.set_ylim(LOG_FLOOR, 10)
     ax.set_xlabel("prediction p")
-    ax.set_ylabel("loss (nats)")
-    ax.set_title(f"y = {y:.2f}, alpha0 = {alpha0:.2f}, alpha1 = {alpha1:.2f}, gamma = {gamma:.1f}")
-    ax.legend()
+    ax.set_ylabel("loss (nats, log scale)")
+    ax.set_title(f"y = {y:.2f}, alpha0 = {alpha0:.2f}, alpha1 = {alpha1:.2f}, gamma = {gamma:.2f}\n"
+                 "dots: each variant's minimum")
+    ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     return fig
 
