@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -88,6 +90,48 @@ def test_loss_figures_draw_the_kits_loss():
     surface = loss_plots.sfl_surface(samples=11)
     assert surface.layout.title.text and surface.layout.scene.xaxis.title.text == "prediction p"
     assert np.nanmin(np.asarray(surface.data[0].z)) >= 0
+
+
+def test_sfl_surface_keeps_its_axis_titles_in_view_and_opens_offline(tmp_path):
+    surface = loss_plots.sfl_surface(samples=11)
+    scene = surface.layout.scene
+    assert scene.aspectmode == "manual" and scene.aspectratio.z == loss_plots.SURFACE_Z_ASPECT < 1
+    assert [scene.xaxis.title.text, scene.yaxis.title.text, scene.zaxis.title.text] == [
+        "prediction p", "soft target y", "SFL (nats)"]
+    valley = surface.data[1]  # the zero line p = y
+    assert list(valley.x) == list(valley.y) and not any(valley.z)
+    loss_plots.write_plotly_html(surface, tmp_path / "sfl_surface.html")
+    page = (tmp_path / "sfl_surface.html").read_text(encoding="utf-8")
+    assert not [src for src in re.findall(r'<script[^>]*src="([^"]*)"', page)]  # plotly.js inside, no CDN
+    assert "Plotly.newPlot" in page and len(page) > 1_000_000
+
+
+def test_explorer_figure_shows_each_minimum_on_a_log_axis():
+    fig = loss_plots.plot_sfl_at(0.25, 0.75, 2.0, 0.4)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
+    step = loss_plots.P_GRID[1] - loss_plots.P_GRID[0]
+    dots = [line for line in ax.lines if line.get_marker() == "o"]
+    assert len(dots) == len(loss_plots.SFL_VARIANTS)
+    soft, _, hard_beta, _ = (float(dot.get_xdata()[0]) for dot in dots)
+    assert abs(soft - 0.4) <= step and hard_beta == loss_plots.P_GRID[0]  # the hardened beta pulls p to 0
+    assert_labelled(fig)
+
+
+def test_resampling_figure_marks_the_same_world_point_in_both_grids(ball_scan):
+    from focalmix_lib.data.coordinates import voxel_to_world, world_to_voxel
+    from focalmix_lib.data.scans import Scan
+
+    stored = ScanGeometry((12, 32, 32), (0.0, 0.0, 0.0), (2.0, 2.0, 4.0))
+    scan = Scan(np.full((12, 32, 32), -800, np.int16), stored, None)
+    point = voxel_to_world([12.0, 16.0, 14.0], ball_scan.geometry)
+    fig = scan_plots.plot_resampling(scan, ball_scan, point)
+    for ax, geometry in zip(fig.axes, (stored, ball_scan.geometry)):
+        z, _, x = world_to_voxel(point, geometry)
+        cross = ax.lines[0]
+        assert (cross.get_xdata()[0], cross.get_ydata()[0]) == pytest.approx((x, z))
+    assert fig.axes[0].images[0].get_array().shape == (12, 32)  # one pixel per stored voxel
+    assert_labelled(fig)
 
 
 def test_explorers_build_with_their_sliders():

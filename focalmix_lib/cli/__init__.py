@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from focalmix_lib.errors import KitInputError
 
 # Modules of this package that register subcommands, in the order of the help text.
-COMMAND_MODULES = ("data_commands", "train_commands", "evaluate_command", "view_command", "reproduce_command")
+COMMAND_MODULES = ("data_commands", "train_commands", "evaluate_command", "view_command", "reproduce_command",
+                   "book_command")
 
 
 def build_parser() -> argparse.ArgumentParser:
