@@ -164,7 +164,7 @@ def offline_outputs(notebook):
             continue
         if SOLUTION_TAG in cell.metadata.get("tags", []):
             cell.source = ""
-            cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
+            cell.metadata["transient"] = {"remove_source": True}  # nbconvert then drops the input area
         for output in cell.get("outputs", []):
             data = output.get("data", {})
             if PLOTLY_MIME in data:

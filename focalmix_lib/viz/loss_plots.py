@@ -80,7 +80,7 @@ def sfl_surface(alpha0: float = 0.25, alpha1: float = 0.75, gamma: float = 2.0, 
                        f"gamma = {gamma:g}<br>zero along the red line p = y; drag to rotate"},
         scene={"xaxis_title": "prediction p", "yaxis_title": "soft target y", "zaxis_title": "SFL (nats)",
                "aspectmode": "manual", "aspectratio": {"x": 1.0, "y": 1.0, "z": SURFACE_Z_ASPECT},
-               "camera": {"eye": {"x": 1.5, "y": -1.5, "z": 0.9}}},
+               "camera": {"eye": {"x": 1.9, "y": -0.9, "z": 0.8}}},
         legend={"x": 0.0, "y": 0.0}, width=760, height=600, margin={"l": 10, "r": 10, "b": 10, "t": 70},
     )
     return fig
@@ -159,7 +159,7 @@ def plot_sfl_at(alpha0: float, alpha1: float, gamma: float, y: float) -> Figure:
     ax.set_ylabel("loss (nats, log scale)")
     ax.set_title(f"y = {y:.2f}, alpha0 = {alpha0:.2f}, alpha1 = {alpha1:.2f}, gamma = {gamma:.2f}\n"
                  "dots: each variant's minimum")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper left")  # the minima sit at the bottom
     fig.tight_layout()
     return fig
 
