@@ -4,6 +4,7 @@ Layout of the output folder (``--out reports``)::
 
     reports/data/                   the profile's phantoms (unless --data is given)
     reports/notebooks/<chapter>/    chapters 00-06 executed once (papermill)
+    reports/book/index.html         the executed chapters as an offline HTML book
     reports/runs/<run-id>/          one grid run: 05_train.ipynb (executed), config.yaml,
                                     metrics.jsonl, checkpoints/, status, predictions.csv,
                                     froc.json/.png/.html, outcome.json (time, machine, error)
@@ -29,6 +30,7 @@ from typing import Any
 
 from focalmix_lib import atomic
 from focalmix_lib.errors import KitInputError
+from focalmix_lib.reproduction.book import write_book
 from focalmix_lib.reproduction.grid import TABLES, GridRun, build_grid, check_grid_data, shard_runs
 from focalmix_lib.reproduction.machine import machine_description
 from focalmix_lib.reproduction.profiles import ProfileScale, resolve_profile
@@ -53,6 +55,10 @@ class ReproducePaths:
     @property
     def notebooks(self) -> Path:
         return self.out / "notebooks"
+
+    @property
+    def book(self) -> Path:
+        return self.out / "book"
 
     def run_dir(self, run_id: str) -> Path:
         return self.runs / run_id
@@ -221,6 +227,10 @@ def reproduce(profile: str | ProfileScale, out: str | Path, *, seeds: int = 1, s
     if chapters and (shard is None or shard[0] == 0):
         failed_chapters = [f"{c['chapter']}: {_first_line(c['error'])}" for c in run_chapters(profile, paths)
                            if c["status"] == "failed"]
+        try:
+            write_book(paths.notebooks, paths.book, progress=False)
+        except KitInputError as error:  # no chapter ran: there is no book to write
+            failed_chapters.append(f"book: {error}")
     failed_runs: list[str] = []
     mine = shard_runs(runs, shard) if shard else runs
     bar = tqdm(mine, desc=f"{profile.name} grid", unit="run", disable=not progress)

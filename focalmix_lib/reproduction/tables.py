@@ -355,7 +355,9 @@ def _chapter_section(out: Path) -> Section:
     outcomes = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     rows = [[f"[{stem}]({o['notebook']})", o["status"], f"{o['seconds']:.0f}", o["error"]]
             for stem, o in sorted(outcomes.items())]
-    return Section("Teaching notebooks (executed)", ["notebook", "status", "seconds", "error"], rows)
+    book = out / "book" / "index.html"
+    note = "The executed chapters as an offline book: [book/index.html](book/index.html)." if book.is_file() else ""
+    return Section("Teaching notebooks (executed)", ["notebook", "status", "seconds", "error"], rows, note)
 
 
 def _markdown(intro: list[str], sections: list[Section]) -> str:
