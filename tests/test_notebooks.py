@@ -2,7 +2,8 @@
 
 One tiny phantom set (4 labeled scans of 80 x 80 pixels, 2 unlabeled) keeps the whole
 file within a few minutes on 2 CPU cores. Chapter 05 trains a 4-step FocalMix run;
-chapters 03 and 06 reuse it, as a reader who runs the chapters in order does. Needs
+chapter 06 reuses it, as a reader who runs the chapters in order does. Chapter 03 uses
+the session's teaching model (conftest.py: 150 steps, trained once). Needs
 the Jupyter kernel of this environment (``python -m ipykernel install --sys-prefix
 --name python3``) and, for the napari PNG of chapter 06, Xvfb with Mesa GL
 (.ci/install-system-packages.sh).
@@ -15,26 +16,18 @@ import shutil
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 
 pytest.importorskip("papermill")
 
 from focalmix_lib.reproduction.notebooks import NOTEBOOK_DIR, run_notebook  # noqa: E402
+from focalmix_lib.viz import ssl_plots  # noqa: E402
 
 CHAPTERS = ("00_quickstart", "01_data_and_anchors", "02_focal_vs_soft_focal_loss",
             "03_anchor_level_target_prediction", "04_mixup_for_detection", "05_train", "06_evaluate")
 TINY_TRAINING = {"steps": 4, "log_every": 1, "unlabeled": 2, "batch_labeled": 2, "batch_unlabeled": 2,
                  "window_overlap": 0.0, "checkpoint_every": 4}
-
-
-@pytest.fixture(scope="module")
-def tiny_phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from focalmix_lib.data.phantoms import make_phantoms, profile_from_name
-
-    out = tmp_path_factory.mktemp("notebook_data") / "tiny"
-    profile = profile_from_name("quick", n_labeled=4, n_unlabeled=2, in_plane_size=80, scan_length_mm=(150.0, 160.0))
-    make_phantoms(out, profile, seed=0, progress=False)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +61,6 @@ def test_committed_without_outputs_with_a_parameters_cell(name):
 
 @pytest.mark.parametrize("name, images", [
     ("00_quickstart", 1), ("01_data_and_anchors", 3), ("02_focal_vs_soft_focal_loss", 3),
-    ("04_mixup_for_detection", 3),
 ])
 def test_chapter_without_training_runs(name, images, tiny_phantoms, tmp_path):
     executed = run_notebook(name, tmp_path, {"output_dir": str(tmp_path / "work"), "data_dir": str(tiny_phantoms)},
@@ -99,14 +91,31 @@ def test_train_chapter_reports_a_diverged_run_without_failing(tiny_phantoms, tmp
     assert not (tmp_path / "work" / "run" / "predictions.csv").exists()
 
 
-def test_chapters_on_a_trained_run(trained_run, tiny_phantoms, tmp_path):
-    run_dir, _ = trained_run
-    chapter3 = run_notebook("03_anchor_level_target_prediction", tmp_path,
-                            {"output_dir": str(tmp_path / "03"), "run_dir": str(run_dir), "data_dir": str(tiny_phantoms)},
-                            cwd=tmp_path)
+def test_chapter_03_averaged_map_peaks_at_the_nodule(tiny_phantoms, teaching_steps, tmp_path):
+    chapter3 = run_notebook("03_anchor_level_target_prediction", tmp_path, {
+        "output_dir": str(tmp_path / "03"), "data_dir": str(tiny_phantoms), "teaching_steps": teaching_steps,
+    }, cwd=tmp_path)
     notebook = nbformat.read(chapter3, as_version=4)
     assert "averaged_view_probabilities: True" in printed(notebook)
+    assert "from the cache" in printed(notebook)  # the session's teaching model, not a second training
     assert len(outputs(notebook, "image/png")) >= 3
+    figure = np.load(tmp_path / "03" / "target_prediction.npz")
+    peak, nodule = ssl_plots.peak_cell(figure["average"]), ssl_plots.box_centre_cell(figure["box"], int(figure["stride"]))
+    assert max(abs(a - b) for a, b in zip(peak, nodule)) <= 1, (peak, nodule)
+
+
+def test_chapter_04_mixes_visibly_by_default(tiny_phantoms, tmp_path):
+    executed = run_notebook("04_mixup_for_detection", tmp_path, {"output_dir": str(tmp_path / "work"),
+                                                                 "data_dir": str(tiny_phantoms)}, cwd=tmp_path)
+    assert len(outputs(nbformat.read(executed, as_version=4), "image/png")) >= 3
+    figure = np.load(tmp_path / "work" / "image_mixup.npz")
+    assert 0.6 <= float(figure["lam"]) <= 0.7
+    # Visible: the mixed slice moves by 50 HU on average (l = 0.99 moves it by about 3 HU).
+    assert ssl_plots.mean_change_hu(figure["image"], figure["mixed"]) >= 50.0
+
+
+def test_chapters_on_a_trained_run(trained_run, tmp_path):
+    run_dir, _ = trained_run
     chapter6 = run_notebook("06_evaluate", tmp_path, {"output_dir": str(tmp_path / "06"), "run_dir": str(run_dir)},
                             cwd=tmp_path)
     notebook = nbformat.read(chapter6, as_version=4)

@@ -138,7 +138,9 @@ def test_explorers_build_with_their_sliders():
     explorer = loss_plots.sfl_explorer()
     assert [child.description for child in explorer.children[:4]] == ["alpha0", "alpha1", "gamma", "target y"]
     sharpen_box = ssl_plots.sharpen_explorer(torch.rand(2, 4, 4, 4), 16)
-    assert sharpen_box.children[0].description == "T"
+    slider = sharpen_box.children[0]
+    assert slider.description == "T" and type(slider).__name__ == "FloatSlider"  # linear: 0.5 reads 0.50
+    assert slider.step == 0.05 and slider.value == 0.5
 
 
 def test_target_prediction_figures_average_like_the_library():
@@ -150,9 +152,28 @@ def test_target_prediction_figures_average_like_the_library():
     views, back = ssl_plots.per_view_maps(predict, patch, transforms)
     assert views.shape == back.shape == (3, 2, 4, 4, 4)
     torch.testing.assert_close(back.mean(0), averaged_view_probabilities(predict, patch, transforms)[0][0])
-    for fig in (ssl_plots.plot_target_prediction(patch[0, 0].numpy(), 8, transforms, views, back, 0.5),
-                ssl_plots.plot_sharpening(back.mean(0), 16, 0.5), ssl_plots.plot_label_guessing(back, 16, 0.5)):
+    box = np.asarray([2.0, 1.0, 3.0, 6.0, 5.0, 9.0], np.float32)
+    fig = ssl_plots.plot_target_prediction(patch[0, 0].numpy(), 8, transforms, views, back, 0.5, box=box)
+    # The annotation in every panel, moved with g_k in the views' own frames (rows 1-2), as is in row 3.
+    for column, transform in enumerate(transforms):
+        moved = transform.apply_to_boxes(torch.as_tensor(box[None]), (16, 16, 16))[0].numpy()
+        for row, expected in ((0, moved), (1, moved), (2, box)):
+            rectangle = fig.axes[row * 4 + column].patches[0]
+            assert rectangle.get_xy() == pytest.approx((expected[2], expected[1]))
+            assert rectangle.get_width() == pytest.approx(expected[5] - expected[2])
+    assert len(fig.legends) == 1
+    for fig in (fig, ssl_plots.plot_sharpening(back.mean(0), 16, 0.5), ssl_plots.plot_label_guessing(back, 16, 0.5)):
         assert_labelled(fig)
+
+
+def test_peak_and_nodule_cells():
+    level_map = torch.zeros(2, 4, 4, 4)
+    level_map[1, 3, 0, 2] = 0.9
+    assert ssl_plots.peak_cell(level_map) == (3, 0, 2)
+    # Stride 4: cell j has its centre at 4 j + 1.5; a box centred on (13.5, 1.5, 9.5) is in cell (3, 0, 2).
+    assert ssl_plots.box_centre_cell(np.asarray([12.0, 0.0, 8.0, 15.0, 3.0, 11.0]), 4) == (3, 0, 2)
+    sizes = ((3.0, 4.5), (6.5, 10.0), (14.0, 20.0))
+    assert [ssl_plots.nodule_level(side, sizes) for side in (3.4, 5.4, 8.0, 11.0, 30.0)] == [0, 0, 1, 1, 2]
 
 
 def test_projection_over_levels_lines_up_with_voxels():
@@ -167,12 +188,32 @@ def test_mixup_figures():
     images = np.random.default_rng(0).random((2, 1, 16, 16, 16)).astype(np.float32)
     maps = [torch.zeros(2, 1, 4, 4, 4)]
     assert_labelled(ssl_plots.plot_image_mixup(images, maps, images, maps, 0, 1, 8, 0.7))
+    # x^ - x = (1 - l)(x' - x): the mean change in HU is (1 - l) * 1800 * mean |x' - x| (HU span of [0, 1]).
+    mixed = 0.7 * images[0] + 0.3 * images[1]
+    expected = 0.3 * 1800.0 * np.abs(images[1] - images[0]).mean()
+    assert ssl_plots.mean_change_hu(images[0], mixed) == pytest.approx(expected, rel=1e-4)
     boxes = [np.asarray([[4, 4, 4, 9, 9, 9]], np.float32), np.zeros((0, 6), np.float32)]
     assert_labelled(ssl_plots.plot_object_mixup(images, images * 0.5, boxes, 0, 0.7))
     fig = ssl_plots.plot_beta_draws(0.75, draws=500)
     right = fig.axes[1]
     assert min(patch.get_x() for patch in right.patches if patch.get_height() > 0) >= 0.5  # l >= 0.5
     assert_labelled(fig)
+
+
+def test_image_mixup_explorer_mixes_with_the_slider_value(monkeypatch):
+    from focalmix_lib.viz.widgets import STATIC_WIDGETS_ENV
+
+    monkeypatch.setenv(STATIC_WIDGETS_ENV, "1")
+    drawn = []
+    monkeypatch.setattr(ssl_plots, "plot_image_mixup", lambda *args: drawn.append(args) or plt.figure())
+    monkeypatch.setattr(ssl_plots.plt, "show", lambda *_: None)
+    images, targets = torch.rand(2, 1, 8, 8, 8), torch.tensor([[1.0] * 64, [0.0] * 64])
+    box = ssl_plots.image_mixup_explorer(images, targets, [(1, 4, 4, 4)], torch.tensor([1, 0]), 0, 4, 0.65)
+    slider = box.children[0]
+    assert (slider.description, slider.value, slider.min, slider.max) == ("l", 0.65, 0.5, 1.0)
+    _, _, mixed, mixed_maps, sample, partner, z, lam = drawn[0]
+    torch.testing.assert_close(torch.as_tensor(mixed), 0.65 * images + 0.35 * images[[1, 0]])
+    assert mixed_maps[0][0].unique().tolist() == pytest.approx([0.65]) and (sample, partner, z, lam) == (0, 1, 4, 0.65)
 
 
 def test_loss_curves_and_live_plot():
