@@ -9,7 +9,7 @@ the LUNA16 format), NIfTI (.nii, .nii.gz) and DICOM series folders.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 from numpy.typing import NDArray
@@ -63,7 +63,7 @@ def read_scan(path: str | Path) -> Scan:
         if not path.is_file():
             raise KitInputError(path, "scan file not found")
         if path.suffix.lower() == ".mhd":
-            _check_mhd(path)
+            check_mhd(path)
         try:
             image = sitk.ReadImage(str(path))
         except RuntimeError as error:
@@ -83,24 +83,51 @@ def read_scan(path: str | Path) -> Scan:
     return Scan(np.ascontiguousarray(array), geometry, path)
 
 
-def read_mhd_header(path: str | Path) -> dict[str, str]:
-    """The ``key = value`` fields of a MetaImage header, as strings."""
+@dataclass(frozen=True)
+class MhdHeader:
+    """A MetaImage header: its ``key = value`` ``fields`` (strings) and its length ``size`` in bytes.
+
+    MetaIO ends a header with ``ElementDataFile``; with ``ElementDataFile = LOCAL`` the
+    voxels follow in the same file from byte ``size``, with ``LIST`` the data file names
+    follow one a line (``listed``).
+    """
+
+    fields: dict[str, str]
+    size: int
+    listed: tuple[str, ...] = ()
+
+
+def read_mhd_header(path: str | Path) -> MhdHeader:
+    """Read a MetaImage header up to its ``ElementDataFile`` line (never the voxels of a LOCAL file)."""
     path = Path(path)
     fields: dict[str, str] = {}
+    size = 0
+    listed: list[str] = []
     try:
-        text = path.read_text(encoding="latin-1")
+        with open(path, "rb") as stream:
+            for raw in stream:
+                size += len(raw)
+                key, sep, value = raw.decode("latin-1").partition("=")
+                if sep:
+                    fields[key.strip()] = value.strip()
+                if key.strip() == "ElementDataFile":
+                    if value.strip().startswith("LIST"):
+                        listed = [line.decode("latin-1").strip() for line in stream]
+                    break
     except OSError as error:
         raise KitInputError(path, f"cannot read the header: {error.strerror}") from None
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            fields[key.strip()] = value.strip()
-    return fields
+    return MhdHeader(fields, size, tuple(name for name in listed if name))
 
 
-def _check_mhd(path: Path) -> None:
-    """Raise :class:`KitInputError` unless the header and its .raw agree."""
-    fields = read_mhd_header(path)
+def check_mhd(path: Path) -> None:
+    """Raise :class:`KitInputError` unless a .mhd header and its voxel data agree.
+
+    The data must lie in the header's folder (``ElementDataFile`` names a file there or
+    below it, or is LOCAL or a LIST of such files) and hold exactly
+    ``prod(DimSize) * sizeof(ElementType)`` bytes (unless compressed).
+    """
+    header = read_mhd_header(path)
+    fields = header.fields
     for key in ("DimSize", "ElementType", "ElementDataFile"):
         if key not in fields:
             raise KitInputError(path, f"the MetaImage header has no {key} field")
@@ -113,22 +140,44 @@ def _check_mhd(path: Path) -> None:
     dtype = _MET_DTYPES.get(fields["ElementType"])
     if dtype is None:
         raise KitInputError(path, f"unsupported ElementType {fields['ElementType']!r}")
-    data_name = fields["ElementDataFile"]
-    if data_name == "LOCAL" or data_name.startswith("LIST"):
-        return
-    data_path = path.parent / data_name
-    if not data_path.is_file():
-        raise KitInputError(data_path, f"data file named by {path.name} is missing")
-    if fields.get("CompressedData", "False").lower() == "true":
-        return
+    compressed = fields.get("CompressedData", "False").lower() == "true"
     expected = int(np.prod(dims)) * np.dtype(dtype).itemsize
-    actual = data_path.stat().st_size
+    need = f"DimSize {dims} of {fields['ElementType']} in {path.name} needs {expected}"
+    data_name = fields["ElementDataFile"]
+    if data_name == "LOCAL":
+        actual = path.stat().st_size - header.size
+        if not compressed and actual != expected:
+            raise KitInputError(path, f"ElementDataFile = LOCAL, but {actual} bytes follow the header; {need}")
+        return
+    names = header.listed if data_name.startswith("LIST") else (data_name,)
+    if not names:
+        raise KitInputError(path, "ElementDataFile = LIST names no data files")
+    data_paths = [_data_path(path, name) for name in names]
+    for data_path in data_paths:
+        if not data_path.is_file():
+            raise KitInputError(data_path, f"data file named by {path.name} is missing")
+    if compressed:
+        return
+    actual = sum(data_path.stat().st_size for data_path in data_paths)
+    where = data_paths[0] if len(data_paths) == 1 else path
     if actual < expected:
-        raise KitInputError(data_path, f"truncated: {actual} bytes, but DimSize {dims} of {fields['ElementType']} "
-                                       f"in {path.name} needs {expected}")
+        raise KitInputError(where, f"truncated: {actual} bytes, but {need}")
     if actual > expected:
-        raise KitInputError(data_path, f"{actual} bytes, more than the {expected} that DimSize {dims} "
-                                       f"of {fields['ElementType']} in {path.name} describes")
+        raise KitInputError(where, f"{actual} bytes, more than the {expected} that DimSize {dims} "
+                                   f"of {fields['ElementType']} in {path.name} describes")
+
+
+def _data_path(header_path: Path, name: str) -> Path:
+    """The data file ``name`` of a header, refused where it leaves the header's folder."""
+    if "%" in name:
+        raise KitInputError(header_path, f"ElementDataFile {name!r} is a file-name pattern, which the kit "
+                                         "does not read; name the files with ElementDataFile = LIST")
+    # Windows path rules split on both separators and see drive letters: the strictest reading.
+    windows = PureWindowsPath(name)
+    if PurePosixPath(name).is_absolute() or windows.anchor or ".." in windows.parts:
+        raise KitInputError(header_path, f"ElementDataFile {name!r} points outside the folder of {header_path.name}; "
+                                         "the data file must lie beside its header")
+    return header_path.parent / name
 
 
 def _read_dicom_series(folder: Path):  # -> SimpleITK.Image

@@ -9,6 +9,7 @@ to read 120 GB.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 from focalmix_lib.data import luna_csv
 from focalmix_lib.data.coordinates import ScanGeometry, world_to_voxel
 from focalmix_lib.data.dataset import Luna16Folder
-from focalmix_lib.data.scans import _check_mhd
+from focalmix_lib.data.scans import check_mhd
 from focalmix_lib.errors import KitInputError
 
 
@@ -55,7 +56,7 @@ def read_geometry(path: Path) -> ScanGeometry:
     """Geometry of a .mhd scan from its header alone, after checking the header against its data."""
     import SimpleITK as sitk
 
-    _check_mhd(path)
+    check_mhd(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -89,7 +90,7 @@ def check_luna16_folder(root: str | Path) -> FolderReport:
     listed = set(uids)
     for table in (annotations, excluded):
         if table is not None:
-            _check_findings(report, table, listed, geometries)
+            report.problems.extend(str(problem) for problem in finding_problems(table, listed, geometries))
     unlabeled = folder.unlabeled_paths()
     for path in unlabeled:
         if path.suffix == ".mhd":
@@ -119,12 +120,16 @@ def _collect(report: FolderReport, read, default):
         return default
 
 
-def _check_findings(report: FolderReport, table: luna_csv.FindingTable, listed: set[str],
-                    geometries: dict[str, ScanGeometry]) -> None:
-    """Each row's uid must be a listed scan, and its centre must lie inside that scan."""
+def finding_problems(table: luna_csv.FindingTable, listed: set[str],
+                     geometries: dict[str, ScanGeometry]) -> Iterator[KitInputError]:
+    """Each row's uid must be a listed scan, and its centre must lie inside that scan.
+
+    Inside means a voxel index (z, y, x) = world_to_voxel(world) within
+    [-0.5, shape - 0.5] on every axis; rows of scans without a geometry are not placed.
+    """
     for uid, world, row in zip(table.seriesuid, table.world_xyz, table.rows):
         if uid not in listed:
-            report.problems.append(str(KitInputError(table.path, f"series {uid} has no scan in seriesuids.csv", row=int(row))))
+            yield KitInputError(table.path, f"series {uid} has no scan in seriesuids.csv", row=int(row))
             continue
         geometry = geometries.get(uid)
         if geometry is None:
@@ -132,7 +137,24 @@ def _check_findings(report: FolderReport, table: luna_csv.FindingTable, listed: 
         voxel = world_to_voxel(world, geometry)
         shape = np.asarray(geometry.shape_zyx)
         if np.any(voxel < -0.5) or np.any(voxel > shape - 0.5):
-            report.problems.append(str(KitInputError(
+            yield KitInputError(
                 table.path, f"finding at world (x, y, z) = ({world[0]:.1f}, {world[1]:.1f}, {world[2]:.1f}) mm "
                             f"lies outside its scan (voxel z, y, x = {np.round(voxel, 1).tolist()}, "
-                            f"shape {list(geometry.shape_zyx)})", row=int(row))))
+                            f"shape {list(geometry.shape_zyx)})", row=int(row))
+
+
+def check_training_scans(folder: Luna16Folder, uids: Sequence[str]) -> None:
+    """Raise the first problem that check-data would report for training on the scans ``uids``.
+
+    annotations.csv must have rows, each naming a series of seriesuids.csv; every scan
+    of ``uids`` must exist with a consistent header, and its annotations must lie inside
+    it. Reads headers only, so it is cheap enough to run before every training run.
+    """
+    annotations = folder.annotations
+    if not len(annotations):
+        raise KitInputError(annotations.path, "no annotated nodules (the file has no rows below its header); "
+                                              "training needs at least one")
+    geometries = {uid: read_geometry(folder.scan_path(uid)) for uid in uids}
+    problem = next(finding_problems(annotations, set(folder.seriesuids), geometries), None)
+    if problem is not None:
+        raise problem
