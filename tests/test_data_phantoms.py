@@ -12,6 +12,7 @@ from focalmix_lib.data.coordinates import world_to_voxel
 from focalmix_lib.data.dataset import Luna16Folder
 from focalmix_lib.data.phantoms import make_phantoms, profile_from_name
 from focalmix_lib.data.scans import read_scan
+from focalmix_lib.errors import KitInputError
 
 TINY = dict(n_labeled=2, n_subsets=1, n_unlabeled=1)
 
@@ -58,10 +59,10 @@ def test_same_seed_same_bytes_and_no_overwrite(tmp_path):
     make_phantoms(tmp_path / "b", profile, seed=3, progress=False, workers=2)
     compare = filecmp.dircmp(tmp_path / "a", tmp_path / "b")
     files = [p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file()]
-    assert len(files) == 11  # five tables + three scans of two files
+    assert len(files) == 12  # five tables, the marker and three scans of two files
     assert all(filecmp.cmp(tmp_path / "a" / f, tmp_path / "b" / f, shallow=False) for f in files), compare.report()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no partial folders left
-    with pytest.raises(FileExistsError):
+    with pytest.raises(KitInputError, match="pass --force"):
         make_phantoms(tmp_path / "a", profile, seed=4, progress=False)
     assert main(["make-data", "--profile", "quick", "--out", str(tmp_path / "a"), "--quiet"]) == 2
 
@@ -82,10 +83,11 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_force_replaces(tmp_path):
+def test_force_replaces_kit_phantoms_only(tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
+    make_phantoms(out, profile_from_name("quick", **TINY), seed=0, progress=False, workers=1)
     (out / "old.txt").write_text("old")
-    make_phantoms(out, profile_from_name("quick", **TINY), seed=0, progress=False, force=True, workers=1)
+    make_phantoms(out, profile_from_name("quick", **TINY), seed=1, progress=False, force=True, workers=1)
     assert not (out / "old.txt").exists() and (out / "annotations.csv").is_file()
+    assert phantoms.read_phantom_marker(out).seed == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

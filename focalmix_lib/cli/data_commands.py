@@ -13,9 +13,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "unlabeled/ and nodule_kinds.csv to --out. The same seed gives identical files.",
     )
     make.add_argument("--profile", choices=("quick", "standard", "paper"), default="quick")
-    make.add_argument("--out", required=True, help="folder to create (must be absent or empty unless --force)")
+    make.add_argument("--out", required=True,
+                      help="folder to create (absent or empty; with --force, phantoms of make-data are replaced)")
     make.add_argument("--seed", type=int, default=0)
-    make.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    make.add_argument("--force", action="store_true",
+                      help="replace an --out folder of phantoms that make-data wrote (never any other folder)")
     make.add_argument("--workers", type=int, default=2, help="processes that render scans (default 2)")
     make.add_argument("--quiet", action="store_true", help="no progress bar")
     make.set_defaults(handler=_make_data)
@@ -32,12 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _make_data(args: argparse.Namespace) -> int:
     from focalmix_lib.data.phantoms import make_phantoms, profile_from_name
 
-    try:
-        summary = make_phantoms(args.out, profile_from_name(args.profile), args.seed, progress=not args.quiet,
-                                force=args.force, workers=args.workers)
-    except FileExistsError as error:
-        print(f"focalmix make-data: error: {error}", file=sys.stderr)
-        return 2
+    summary = make_phantoms(args.out, profile_from_name(args.profile), args.seed, progress=not args.quiet,
+                            force=args.force, workers=args.workers)
     print(f"wrote {args.profile} phantoms to {summary['out_dir']} in {summary['seconds']} s: "
           f"{summary['labeled_scans']} labeled scans in {summary['subsets']} subsets "
           f"({summary['nodules']} nodules, {summary['diameter_mm_min']:.1f}-{summary['diameter_mm_max']:.1f} mm; "

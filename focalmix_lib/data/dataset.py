@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -83,6 +85,56 @@ class Luna16Folder:
             if entry.is_dir() or entry.name.endswith((".mhd", ".nii", ".nii.gz")):
                 paths.append(entry)
         return paths
+
+
+def preprocessed_cache_dir(data_dir: str | Path, requested: str | Path | None = None) -> Path:
+    """The folder that caches the preprocessed scans of ``data_dir``, created if need be.
+
+    ``requested`` (a run's ``cache_dir``) where given: a KitInputError names it if it
+    cannot be written. Else ``<data_dir>/.cache`` where it can be created and written;
+    else (read-only data, a common way to keep LUNA16) the per-user
+    ``$XDG_CACHE_HOME/focalmix-kit/<key>`` (``~/.cache`` without XDG_CACHE_HOME), key =
+    the first 16 hex digits of sha1(resolved data path), with one warning line naming both.
+    """
+    if requested:
+        folder = Path(requested)
+        if not _writable_folder(folder, parents=True):
+            raise KitInputError(folder, "cache_dir cannot be created or written; choose a writable folder")
+        return folder
+    data = Path(data_dir)
+    default = data / ".cache"
+    if _writable_folder(default, parents=False):
+        return default
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"  # the XDG spec ignores relative paths
+    fallback = base / "focalmix-kit" / hashlib.sha1(str(data.resolve()).encode()).hexdigest()[:16]
+    if not _writable_folder(fallback, parents=True):
+        raise KitInputError(default, f"cannot be written, nor can {fallback}; set cache_dir to a writable folder")
+    if fallback not in _FALLBACKS_ANNOUNCED:
+        _FALLBACKS_ANNOUNCED.add(fallback)
+        print(f"focalmix: warning: {default} cannot be written (read-only data?); preprocessed scans are cached "
+              f"in {fallback} instead (cache_dir chooses another folder)", file=sys.stderr)
+    return fallback
+
+
+# Fallback cache folders already announced in this process: the warning is given once.
+_FALLBACKS_ANNOUNCED: set[Path] = set()
+
+
+def _writable_folder(folder: Path, *, parents: bool) -> bool:
+    """Whether files can be made in ``folder``, created if absent (its parents too if ``parents``).
+
+    The nearest existing folder is asked first, so that nothing is created where the
+    answer is no.
+    """
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return False
+    try:
+        folder.mkdir(parents=parents, exist_ok=True)
+    except OSError:
+        return False
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
 
 
 @dataclass(frozen=True)

@@ -9,19 +9,23 @@
     out/unlabeled/<seriesuid>.mhd + .raw   scans (with nodules) but no annotations
     out/nodule_kinds.csv          every annotation with its kind and location
     out/profile.yaml
+    out/.focalmix-phantoms.json   the marker: profile and seed (read_phantom_marker)
 
 The folder appears whole or not at all: it is generated in a hidden sibling folder
-and renamed at the end. The same seed gives byte-identical files.
+and renamed at the end. Only an empty folder or the kit's own phantoms (the marker)
+are ever replaced. The same seed gives byte-identical files.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import multiprocessing
 import os
 import shutil
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +36,11 @@ from focalmix_lib.data.coordinates import ScanGeometry, voxel_to_world
 from focalmix_lib.data.luna_csv import write_findings, write_seriesuids
 from focalmix_lib.data.phantom_anatomy import ChestRecipe, render_chest
 from focalmix_lib.data.scans import write_mhd
+from focalmix_lib.errors import KitInputError
 
 UID_PREFIX = "1.3.6.1.4.1.14519.5.2.1.6279.6001."
+# Written last into every phantom folder: the profile and seed; make_phantoms replaces only folders holding it.
+MARKER_NAME = ".focalmix-phantoms.json"
 _IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 _Z_FLIP = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
 
@@ -153,41 +160,43 @@ def make_phantoms(out_dir: str | Path, profile: PhantomProfile, seed: int, progr
                   force: bool = False, workers: int = 2) -> dict[str, Any]:
     """Write a phantom set in the LUNA16 layout to ``out_dir``; return a summary dict.
 
-    Refuses (FileExistsError) to replace a non-empty folder unless ``force``.
+    ``out_dir`` must be absent or an empty folder; with ``force``, a folder of the kit's
+    own phantoms (one holding the marker file ``.focalmix-phantoms.json``) is replaced
+    too. Anything else (a file, a folder of other files, a place that cannot be written)
+    raises KitInputError naming it before any scan is rendered: nothing that exists is
+    removed or altered, and nothing is left behind.
     """
     from tqdm import tqdm
 
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise FileExistsError(f"{out} exists and is not empty; pass --force (force=True) to replace it")
+    _check_destination(out, force)
     start = time.perf_counter()
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    work = _work_folder(out)
     try:
+        new = work / "new"
         uids = make_uids(seed, profile.n_labeled + profile.n_unlabeled)
         subsets = np.array_split(np.arange(profile.n_labeled), profile.n_subsets)
         jobs = []
         for k, members in enumerate(subsets):
             for i in members:
-                jobs.append(_ScanJob(int(i), uids[i], tmp / f"subset{k}" / f"{uids[i]}.mhd", profile, seed))
+                jobs.append(_ScanJob(int(i), uids[i], new / f"subset{k}" / f"{uids[i]}.mhd", profile, seed))
         for i in range(profile.n_labeled, profile.n_labeled + profile.n_unlabeled):
-            jobs.append(_ScanJob(i, uids[i], tmp / "unlabeled" / f"{uids[i]}.mhd", profile, seed))
+            jobs.append(_ScanJob(i, uids[i], new / "unlabeled" / f"{uids[i]}.mhd", profile, seed))
         for job in jobs:
             job.path.parent.mkdir(parents=True, exist_ok=True)
         results = _run_jobs(jobs, workers, progress, tqdm)
         labeled = [row for job, rows in zip(jobs, results) if job.index < profile.n_labeled for row in rows]
-        _write_tables(tmp, uids[: profile.n_labeled], labeled)
-        config.save_yaml(profile, tmp / "profile.yaml")
-        if out.exists():
-            trash = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, trash)
-            os.replace(tmp, out)
-            shutil.rmtree(trash)
-        else:
-            os.replace(tmp, out)
+        _write_tables(new, uids[: profile.n_labeled], labeled)
+        config.save_yaml(profile, new / "profile.yaml")
+        atomic.write_json(new / MARKER_NAME, {"seed": seed, "profile": config.to_dict(profile)})
+        _swap_in(new, out, work / "old")
+        try:
+            shutil.rmtree(work)
+        except OSError as error:
+            raise KitInputError(work, f"the new phantoms are in {out}, but the folder they replaced could not be "
+                                      f"deleted ({error.strerror}); delete it") from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     nodules = [r for r in labeled if r[2] >= 3.0 and r[3] != "calcified"]
     diam = [r[2] for r in nodules]
     return {
@@ -196,6 +205,97 @@ def make_phantoms(out_dir: str | Path, profile: PhantomProfile, seed: int, progr
         "diameter_mm_min": min(diam, default=0.0), "diameter_mm_max": max(diam, default=0.0),
         "seconds": round(time.perf_counter() - start, 2),
     }
+
+
+@dataclass(frozen=True)
+class PhantomMarker:
+    """What a phantom folder holds, as its marker file records it: the ``profile`` and the ``seed``."""
+
+    profile: PhantomProfile
+    seed: int
+
+    @property
+    def preset(self) -> str | None:
+        """The preset (quick, standard, paper) the profile equals; None for a profile with overrides."""
+        names = ("quick", "standard", "paper")
+        return next((name for name in names if profile_from_name(name) == self.profile), None)
+
+    def describe(self) -> str:
+        return f"{self.preset or 'custom'} phantoms (seed {self.seed})"
+
+
+def read_phantom_marker(folder: str | Path) -> PhantomMarker | None:
+    """The phantom set ``folder`` holds, from its marker file alone; None where there is no marker.
+
+    A folder without the marker is not the kit's phantoms (real LUNA16, or any other
+    data). A marker that cannot be read raises KitInputError naming it.
+    """
+    path = Path(folder) / MARKER_NAME
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return PhantomMarker(config.replace_fields(PhantomProfile(), record["profile"]), int(record["seed"]))
+    except (OSError, ValueError, KeyError, TypeError) as error:  # ConfigError is a ValueError
+        raise KitInputError(path, f"not a phantom marker that this kit wrote ({error})") from None
+
+
+def check_phantom_profile(folder: str | Path, expected: PhantomProfile) -> None:
+    """Raise KitInputError where ``folder`` holds the kit's phantoms of another profile than ``expected``.
+
+    Cheap (it reads the marker file only), so a reproduction can check its data before
+    any work. A folder without the marker passes: it is not the kit's phantoms.
+    """
+    marker = read_phantom_marker(folder)
+    if marker is None or marker.profile == expected:
+        return
+    differ = [f"{f.name} {getattr(marker.profile, f.name)!r} (this needs {getattr(expected, f.name)!r})"
+              for f in fields(PhantomProfile) if getattr(marker.profile, f.name) != getattr(expected, f.name)]
+    raise KitInputError(folder, f"holds {marker.describe()} with {', '.join(differ)}; "
+                                "make phantoms of the profile needed in another folder")
+
+
+def _check_destination(out: Path, force: bool) -> None:
+    """Refuse (KitInputError) an ``out`` that make_phantoms must not or cannot replace."""
+    if out.exists() and not out.is_dir():
+        raise KitInputError(out, "exists and is not a folder; choose another output folder")
+    if not out.is_dir():
+        return
+    if any(out.iterdir()):
+        marker = read_phantom_marker(out)
+        if marker is None:
+            raise KitInputError(out, f"holds files that are not the kit's phantoms (no {MARKER_NAME}), so it is "
+                                     "never replaced; choose another output folder")
+        if not force:
+            raise KitInputError(out, f"holds {marker.describe()}; pass --force (force=True) to replace them")
+    # Replacing renames ``out`` and deletes what it holds: every entry must be writable (not read-only, not immutable).
+    for entry in (out, *out.rglob("*")):
+        if not os.access(entry, os.W_OK, follow_symlinks=False):
+            raise KitInputError(entry, "cannot be replaced: it is read-only or immutable")
+
+
+def _work_folder(out: Path) -> Path:
+    """A new hidden folder beside ``out`` that the set is generated in; KitInputError where none can be made."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as error:
+        raise KitInputError(out.parent, f"cannot write the output folder here ({error.strerror})") from None
+
+
+def _swap_in(new: Path, out: Path, old: Path) -> None:
+    """Put ``new`` in place of ``out`` (moved to ``old`` if it exists); on failure ``out`` is as it was."""
+    try:
+        if out.exists():
+            os.replace(out, old)
+        try:
+            os.replace(new, out)
+        except OSError:
+            if old.exists():
+                os.replace(old, out)
+            raise
+    except OSError as error:
+        raise KitInputError(out, f"cannot be replaced ({error.strerror})") from None
 
 
 def _run_jobs(jobs: list[_ScanJob], workers: int, progress: bool, tqdm: Any) -> list[list]:

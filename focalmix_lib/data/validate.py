@@ -76,18 +76,18 @@ def check_luna16_folder(root: str | Path) -> FolderReport:
     except KitInputError as error:
         report.problems.append(str(error))
         return report
-    uids = _collect(report, lambda: folder.seriesuids, [])
+    uids = _collect(report, lambda: folder.seriesuids, None)
     if not (folder.root / "seriesuids.csv").is_file():
         report.problems.append(f"{folder.root / 'seriesuids.csv'}: file not found (one series uid per line)")
     geometries: dict[str, ScanGeometry] = {}
-    for uid in uids:
+    for uid in uids or []:
         try:
             geometries[uid] = read_geometry(folder.scan_path(uid))
         except KitInputError as error:
             report.problems.append(str(error))
     annotations = _collect(report, lambda: folder.annotations, None)
     excluded = _collect(report, lambda: folder.excluded, None)
-    listed = set(uids)
+    listed = set(uids) if uids is not None else None  # an unreadable list is reported once, not on every row
     for table in (annotations, excluded):
         if table is not None:
             report.problems.extend(str(problem) for problem in finding_problems(table, listed, geometries))
@@ -100,7 +100,7 @@ def check_luna16_folder(root: str | Path) -> FolderReport:
                 report.problems.append(str(error))
     diameters = annotations.value if annotations is not None else np.zeros(0)
     report.summary = {
-        "scans": len(uids),
+        "scans": len(uids or []),
         "subsets": len({p.parent.name for p in folder.root.glob("subset*/*.mhd")}),
         "nodules": int(len(diameters)),
         "scans_with_nodules": int(len(set(annotations.seriesuid))) if annotations is not None else 0,
@@ -120,15 +120,15 @@ def _collect(report: FolderReport, read, default):
         return default
 
 
-def finding_problems(table: luna_csv.FindingTable, listed: set[str],
+def finding_problems(table: luna_csv.FindingTable, listed: set[str] | None,
                      geometries: dict[str, ScanGeometry]) -> Iterator[KitInputError]:
-    """Each row's uid must be a listed scan, and its centre must lie inside that scan.
+    """Each row's uid must be a listed scan (unless ``listed`` is None), and its centre must lie inside that scan.
 
     Inside means a voxel index (z, y, x) = world_to_voxel(world) within
     [-0.5, shape - 0.5] on every axis; rows of scans without a geometry are not placed.
     """
     for uid, world, row in zip(table.seriesuid, table.world_xyz, table.rows):
-        if uid not in listed:
+        if listed is not None and uid not in listed:
             yield KitInputError(table.path, f"series {uid} has no scan in seriesuids.csv", row=int(row))
             continue
         geometry = geometries.get(uid)
