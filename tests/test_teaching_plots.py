@@ -229,6 +229,27 @@ def test_loss_curves_and_live_plot():
     assert live.records == records
 
 
+
+def test_schedule_figure_draws_the_run_schedules_by_their_formulas():
+    from dataclasses import replace
+
+    from focalmix_lib.config import from_preset
+    from focalmix_lib.training.config import TrainConfig
+
+    cfg = from_preset(TrainConfig, "quick", method="focalmix", steps=60, warmup_steps=10, rampup_steps=30)
+    fig = run_plots.plot_schedules(cfg)
+    weight, rate = fig.axes[0].lines[0], fig.axes[1].lines[0]
+    np.testing.assert_array_equal(weight.get_xdata(), np.arange(61))
+    np.testing.assert_allclose(weight.get_ydata(), np.minimum(1.0, np.arange(61) / 30))  # w(t) = min(1, t / 30)
+    # lr(t) = lr f(t): f(9) = 10 / 10 ends the warm-up, f(35) = (1 + cos(pi / 2)) / 2 halfway down, f(60) = 0.
+    assert rate.get_ydata()[[9, 35]] == pytest.approx([cfg.lr, cfg.lr / 2])
+    assert rate.get_ydata()[60] == pytest.approx(0.0, abs=1e-12)
+    assert "not used" not in fig.axes[0].get_title()
+    assert_labelled(fig)
+    supervised = run_plots.plot_schedules(replace(cfg, method="supervised"))
+    assert "not used" in supervised.axes[0].get_title()
+    plt.close(supervised)
+
 def test_nodule_outcomes_join_kinds(tmp_path):
     from focalmix_lib.evaluation.luna16 import evaluate_froc
     from focalmix_lib.data.luna_csv import read_annotations, read_predictions
@@ -248,6 +269,19 @@ def test_nodule_outcomes_join_kinds(tmp_path):
     assert_labelled(run_plots.plot_nodule_hits(table))
     assert "kind" not in run_plots.nodule_outcomes(result, None)
 
+
+
+def test_nodule_hits_keep_the_order_of_the_diameter_bins():
+    import pandas as pd
+
+    outcomes = pd.DataFrame({"diameter_mm": [10.8, 7.3, 4.0, 12.0], "detected": [False, True, False, True]})
+    fig = run_plots.plot_nodule_hits(outcomes)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert [tick.get_text() for tick in ax.get_xticklabels()] == ["[3.0, 6.0)", "[6.0, 10.0)", "[10.0, 20.0)"]
+    detected, missed = ax.containers
+    assert [bar.get_height() for bar in detected] == [0, 1, 1] and [bar.get_height() for bar in missed] == [1, 0, 1]
+    assert_labelled(fig)
 
 def test_explorer_draws_once_without_interact_under_batch_execution(monkeypatch):
     import ipywidgets as widgets

@@ -1,5 +1,6 @@
 """Figures of a training run and its evaluation (notebooks 05 and 06).
 
+``plot_schedules`` draws a run's two schedules from its config before it trains.
 ``LiveLossPlot`` is an ``on_log`` callback for ``focalmix_lib.training.engine.train``: it redraws
 the loss curves in place in a notebook (one output updated through an IPython display
 id, so papermill records only the last state). ``nodule_outcomes`` joins the
@@ -19,6 +20,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from focalmix_lib.evaluation.results import FrocResult
+from focalmix_lib.training.config import TrainConfig
+from focalmix_lib.training.engine import learning_rate_factor
+from focalmix_lib.training.objective import unlabeled_weight
 
 LOSS_CURVES = (("loss_labeled", "labeled classification (SFL)"), ("loss_unlabeled", "unlabeled classification (SFL)"),
                ("loss_box", "box regression (smooth L1)"), ("loss", "total (weighted sum)"))
@@ -54,6 +58,34 @@ def plot_loss_curves(records: Sequence[dict[str, Any]], title: str = "Training l
     lines = right.get_lines() + twin.get_lines()
     right.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="center right")
     fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_schedules(cfg: TrainConfig) -> Figure:
+    """The unlabeled weight w(t) (left) and the learning rate (right) at every step t of ``cfg``.
+
+    ``w(t) = w_max * min(1, t / rampup_steps)`` (:func:`unlabeled_weight`) and
+    ``lr(t) = lr * f(t)`` with ``f`` the warm-up then cosine factor
+    (:func:`learning_rate_factor`); dotted lines mark ``rampup_steps`` and ``warmup_steps``.
+    """
+    steps = np.arange(cfg.steps + 1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.8))
+    left.plot(steps, [unlabeled_weight(int(t), cfg) for t in steps], color="C4")
+    left.axvline(cfg.rampup_steps, color="grey", ls=":", label=f"rampup_steps = {cfg.rampup_steps}")
+    used = "" if cfg.method == "focalmix" else " (not used: a supervised run has no unlabeled loss)"
+    left.set_title(f"unlabeled loss weight w(t){used}", fontsize=10)
+    left.set_xlabel("training step t")
+    left.set_ylabel("w(t) (unitless)")
+    right.plot(steps, [cfg.lr * learning_rate_factor(int(t), cfg) for t in steps], color="C5")
+    right.axvline(cfg.warmup_steps, color="grey", ls=":", label=f"warmup_steps = {cfg.warmup_steps}")
+    right.set_title("learning rate: linear warm-up, then cosine decay to 0", fontsize=10)
+    right.set_xlabel("training step t")
+    right.set_ylabel("learning rate (AdamW step size)")
+    for ax in (left, right):
+        ax.set_xlim(0, max(1, cfg.steps))
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"Schedules of this run ({cfg.steps} steps)")
     fig.tight_layout()
     return fig
 
@@ -127,15 +159,17 @@ def plot_nodule_hits(outcomes: pd.DataFrame, bins_mm: Sequence[float] = DIAMETER
     A nodule counts as detected when any mark hits it (at any probability), as in the FROC.
     """
     groups: list[tuple[str, pd.Series]] = [
-        ("diameter (mm)", pd.cut(outcomes["diameter_mm"], list(bins_mm), right=False).astype(str))]
+        # Intervals, not their strings, so that the bars keep the order of the bins.
+        ("diameter (mm)", pd.cut(outcomes["diameter_mm"], list(bins_mm), right=False))]
     for column in ("kind", "location"):
         if column in outcomes and outcomes[column].notna().any():
             groups.append((column, outcomes[column].fillna("unknown")))
     fig, axes = plt.subplots(1, len(groups), figsize=(4.8 * len(groups), 4.2), squeeze=False)
     for ax, (name, key) in zip(axes[0], groups):
         counts = pd.crosstab(key, outcomes["detected"]).reindex(columns=[True, False], fill_value=0)
-        ax.bar(counts.index, counts[True], color="C2", label="detected")
-        ax.bar(counts.index, counts[False], bottom=counts[True], color="C3", label="missed")
+        labels = counts.index.astype(str)
+        ax.bar(labels, counts[True], color="C2", label="detected")
+        ax.bar(labels, counts[False], bottom=counts[True], color="C3", label="missed")
         ax.set_xlabel(name)
         ax.set_ylabel("nodules (count)")
         ax.set_title(f"by {name.split(' ')[0]}")
