@@ -1,20 +1,24 @@
-"""Time the LUNA16 evaluation on a challenge-sized submission.
+"""Time the LUNA16 evaluation on a challenge-sized submission, and the reading of it.
 
 888 scans x 100 marks (88,800 rows), 1,200 included nodules and 1,500 excluded
-findings; point estimate, then point estimate plus 1,000 bootstrap resamples. Once with
-probabilities rounded to 4 decimals (many tied scores) and once at full precision
-(every score distinct: the most curve vertices).
+findings. First the submission CSV is read by the fast reader and by the row-by-row
+reader it falls back to (timed in alternation, same file, same run: the ratio is the
+figure to quote). Then the point estimate, and the point estimate plus 1,000 bootstrap
+resamples, once with probabilities rounded to 4 decimals (many tied scores) and once
+at full precision (every score distinct: the most curve vertices).
 Run: ``PYTHONPATH=. python benchmarks/bench_evaluate.py``.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from focalmix_lib.data.luna_csv import FindingTable
+from focalmix_lib.data.luna_csv import PREDICTION_COLUMNS, FindingTable, read_table, write_findings
 from focalmix_lib.evaluation.luna16 import evaluate_froc
 
 N_SCANS, MARKS_PER_SCAN, N_NODULES, N_EXCLUDED = 888, 100, 1200, 1500
@@ -53,7 +57,35 @@ def synthetic_challenge(
     )
 
 
+def load() -> str:
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def time_reader(predictions: FindingTable, repeats: int = 5) -> None:
+    """Best of ``repeats`` for the fast reader and the row reader, alternated on one written submission.
+
+    Wall-clock seconds, and the process's CPU seconds, which a loaded machine inflates less.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "predictions.csv"
+        write_findings(path, predictions.seriesuid, predictions.world_xyz, predictions.value, "probability")
+        wall = {False: float("inf"), True: float("inf")}
+        cpu = dict(wall)
+        for _ in range(repeats):
+            for row_by_row in (False, True):
+                start, start_cpu = time.perf_counter(), time.process_time()
+                read_table(path, PREDICTION_COLUMNS, allow_empty=True, row_by_row=row_by_row)
+                wall[row_by_row] = min(wall[row_by_row], time.perf_counter() - start)
+                cpu[row_by_row] = min(cpu[row_by_row], time.process_time() - start_cpu)
+        print(f"read a {len(predictions)}-row submission ({path.stat().st_size / 2**20:.1f} MB), best of {repeats} "
+              f"({load()}):")
+        for label, best in (("wall", wall), ("CPU", cpu)):
+            print(f"  {label:>4}: fast {best[False]:.3f} s, row by row {best[True]:.3f} s, "
+                  f"row by row / fast = {best[True] / best[False]:.1f}x")
+
+
 def main() -> None:
+    time_reader(synthetic_challenge(decimals=None)[3])
     for decimals in (4, None):
         annotations, excluded, uids, predictions = synthetic_challenge(decimals=decimals)
         print(f"{len(uids)} scans, {len(predictions)} marks, {len(annotations)} nodules, {len(excluded)} excluded, "
@@ -68,7 +100,7 @@ def main() -> None:
             line = f"  bootstrap={bootstrap:4d}: best {min(times):.3f} s of 3 (CPM {result.cpm:.4f}"
             if result.bootstrap is not None:
                 line += f", 95 % interval {result.bootstrap.cpm.low:.4f}-{result.bootstrap.cpm.high:.4f}"
-            print(line + ")")
+            print(line + f"; {load()})")
 
 
 if __name__ == "__main__":
