@@ -1,17 +1,26 @@
 """napari 3D views of a CT scan with its annotations and detections, and headless PNG renders.
 
-The scene, in display millimetres (voxel index (z, y, x) times ``spacing_zyx``; the
-scan's origin and direction are left out, so the view is the array as stored):
+The view is in the patient's frame whatever the scan's direction cosines
+(:func:`patient_oriented`): the array is flipped and transposed so that its axes run
+feet -> head, front -> back and right -> left (the LUNA16 world axes, LPS, in (z, y, x)
+order), and every point moves with it. Display millimetres are the reoriented voxel
+index times the spacing, that is world (z, y, x) less the scan's lowest corner.
 
 - ``CT``: the whole scan, a faint maximum-intensity projection in a bone window:
   ribs and spine show where the chest is without hiding the lungs;
 - ``lungs``: the scan inside the lung mask (``data.lung_mask.segment_lungs``),
   air elsewhere, as an iso-surface at ``LUNG_ISO_THRESHOLD_HU``: the chest wall no
   longer hides the inside, and vessels and nodules stand out as solid shapes;
-- ``annotations``: one sphere per annotated nodule, of the annotated diameter;
-- ``detections``: one sphere per detection, of its diameter (a fixed display size
-  where the detector gives none), coloured by probability, hidden below a
-  probability threshold that a slider docked on the right controls.
+- ``annotations``: a ring round each annotated nodule, wider than the nodule
+  (:func:`annotation_ring_sizes`), drawn over every surface: neither a vessel in front
+  nor the nodule's own surface hides it, and the nodule shows inside it;
+- ``detections``: a dot at each detection, ``DETECTION_DOT_SCALE`` times its diameter
+  (a fixed display size where the detector gives none), coloured by probability with
+  a colour bar, hidden below a probability threshold that a slider docked on the right
+  controls. A found nodule is a dot inside a ring;
+- ``orientation``: the words head, feet, right and left (the patient's) at the middle
+  of the faces of the scan's box; they turn with the camera;
+- a text overlay: the scan, the threshold with how many detections pass it, the legend.
 
 napari draws with OpenGL through Qt, so it needs an X display even with
 ``show=False``. Headless machines use Xvfb with Mesa's software GL:
@@ -23,11 +32,12 @@ not work: Qt's offscreen platform gives napari no GL context.
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,7 +46,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from focalmix_lib import atomic
 from focalmix_lib.data import luna_csv
-from focalmix_lib.data.coordinates import world_to_voxel
+from focalmix_lib.data.coordinates import ScanGeometry, world_to_voxel
 from focalmix_lib.data.dataset import Luna16Folder
 from focalmix_lib.data.lung_mask import segment_lungs
 from focalmix_lib.data.scans import read_scan
@@ -51,27 +61,51 @@ DEFAULT_DETECTION_DIAMETER_MM = 6.0
 LUNG_ISO_THRESHOLD_HU = -450.0
 # Bone window of the context projection.
 BONE_WINDOW_HU = (150.0, 1200.0)
+# Annotation ring: diameter RING_SCALE * d + RING_MARGIN_MM round a nodule of diameter d,
+# so the nodule's surface shows inside the ring; never below RING_MIN_PIXELS on screen.
 ANNOTATION_COLOR = "lime"
-# Red (low) to yellow (high): apart from the lime annotations and the pale vessels.
+ANNOTATION_RING_SCALE = 1.5
+ANNOTATION_RING_MARGIN_MM = 6.0
+ANNOTATION_RING_MIN_PIXELS = 14.0
+# Red (low) to yellow (high): apart from the lime rings and the pale vessels. The dot is
+# smaller than the detection so that a found nodule still shows round it.
 DETECTION_COLORMAP = "autumn"
-# Camera (rx, ry, rz) in degrees. (0, 0, -90) looks at the array from -y with z up
-# and x to the right: for LUNA16 axes (LPS, z from feet to head) the radiological
-# frontal view. rx turns it about the vertical axis, to show depth.
+DETECTION_DOT_SCALE = 0.6
+DETECTION_DOT_MIN_PIXELS = 7.0
+# napari's default 3D frame (depth towards the viewer, vertical down, horizontal right,
+# in (z, y, x)) is left-handed in (x, y, z): every view would be a mirror image. Depth
+# away from the viewer makes it right-handed, so the view is what an eye would see.
+CAMERA_ORIENTATION = ("away", "down", "right")
+# Camera (rx, ry, rz) in degrees in that frame. (0, 0, -90) looks at the patient from
+# the front (towards +y) with the head (+z) up and the patient's left (+x) on the
+# right: the radiological frontal view. rx turns it about the vertical axis, to show
+# depth; -20 looks in from the patient's right front.
 DEFAULT_ANGLES = (-20.0, 0.0, -90.0)
+# Caption font size in points per pixel of canvas width (10 pt at 600 pixels); the
+# colour bar scales alike. render_png pans the scene down by CAPTION_FRACTION of the
+# image height, to clear the caption in the top-left corner.
+CAPTION_POINTS_PER_PIXEL = 10.0 / 600.0
+COLORBAR_PIXELS_PER_PIXEL = (0.04, 0.25)
+CAPTION_FRACTION = 0.1
+# Caption lines wrap a long series uid at its dots to this many characters.
+CAPTION_UID_WIDTH = 36
 
 CT_LAYER = "CT"
 LUNG_LAYER = "lungs"
 ANNOTATION_LAYER = "annotations"
 DETECTION_LAYER = "detections"
+ORIENTATION_LAYER = "orientation"
 THRESHOLD_WIDGET = "detection threshold"
+
 
 @dataclass(frozen=True)
 class Scene:
-    """What a view shows, in voxel coordinates of ``volume_hu``.
+    """What a view shows, in voxel coordinates of ``volume_hu`` as stored.
 
     ``volume_hu`` (D, H, W) HU; ``spacing_zyx`` mm; ``annotations_zyx`` (M, 3) and
     ``detections_zyx`` (K, 3) continuous voxel indices (z, y, x); diameters in mm;
-    ``probabilities`` (K,) in [0, 1].
+    ``probabilities`` (K,) in [0, 1]; ``direction`` the scan's direction cosines
+    (``ScanGeometry.direction``, row-major); ``uid`` the series shown.
     """
 
     volume_hu: NDArray
@@ -81,6 +115,79 @@ class Scene:
     detections_zyx: NDArray[np.float64]
     detection_diameters_mm: NDArray[np.float64]
     probabilities: NDArray[np.float64]
+    direction: tuple[float, ...] = ScanGeometry.direction
+    uid: str = ""
+
+
+def patient_axes(direction: ArrayLike) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
+    """How a stored (z, y, x) array turns into the patient frame: ``(order, flip)``.
+
+    Column c of the direction matrix D (row-major, as ``ScanGeometry.direction``) is the
+    world direction of index axis c (x, y, z). Index axis c goes to world axis pi(c),
+    the permutation maximising sum_c |D[pi(c), c]| (exact for the axis-aligned CT
+    directions, the nearest axis-aligned frame for oblique ones), and runs against it
+    where D[pi(c), c] < 0. In array terms: ``flip[a]`` reverses array axis a, then
+    patient axis b (0 feet->head, 1 front->back, 2 right->left) is array axis ``order[b]``.
+    """
+    matrix = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+    world_of_index = max(itertools.permutations(range(3)),
+                         key=lambda pi: sum(abs(matrix[pi[c], c]) for c in range(3)))
+    # Array axis a is index axis 2 - a; patient axis b is world axis 2 - b.
+    flip = tuple(bool(matrix[world_of_index[2 - a], 2 - a] < 0) for a in range(3))
+    order = tuple(2 - world_of_index.index(2 - b) for b in range(3))
+    return order, flip  # type: ignore[return-value]
+
+
+def patient_oriented(scene: Scene) -> Scene:
+    """``scene`` with its array and points in the patient frame (:func:`patient_axes`).
+
+    A reversed axis of length L maps index u to L - 1 - u; the transposition reorders
+    the volume's axes, the points' columns and the spacing alike. The result has the
+    identity direction, so applying this twice changes nothing.
+    """
+    order, flip = patient_axes(scene.direction)
+    volume = np.asarray(scene.volume_hu)
+    shape = np.asarray(volume.shape, dtype=np.float64)
+
+    def move(points_zyx: ArrayLike) -> NDArray[np.float64]:
+        points = np.asarray(points_zyx, dtype=np.float64).reshape(-1, 3)
+        points = np.where(flip, shape - 1.0 - points, points)
+        return points[:, list(order)]
+
+    reoriented = np.flip(volume, axis=tuple(a for a in range(3) if flip[a])).transpose(order)
+    return replace(
+        scene, volume_hu=reoriented, spacing_zyx=tuple(float(scene.spacing_zyx[a]) for a in order),
+        annotations_zyx=move(scene.annotations_zyx), detections_zyx=move(scene.detections_zyx),
+        direction=ScanGeometry.direction,
+    )
+
+
+def annotation_ring_sizes(diameters_mm: ArrayLike) -> NDArray[np.float64]:
+    """Ring diameter (mm) round nodules of diameter d: ``ANNOTATION_RING_SCALE * d + ANNOTATION_RING_MARGIN_MM``."""
+    return ANNOTATION_RING_SCALE * np.asarray(diameters_mm, dtype=np.float64).reshape(-1) + ANNOTATION_RING_MARGIN_MM
+
+
+def overlay_text(uid: str, threshold: float, shown: int, total: int, annotated: int) -> str:
+    """The view's caption: the scan, the threshold with the detections it keeps, the legend."""
+    return (
+        f"scan {_wrap_at_dots(uid or '(no uid)', CAPTION_UID_WIDTH)}\n"
+        f"green rings: {annotated} annotated nodule{'s' * (annotated != 1)}\n"
+        f"dots: {shown} of {total} detections, p >= {threshold:.2f}\n"
+        f"dot colour: p, red 0 to yellow 1"
+    )
+
+
+def _wrap_at_dots(text: str, width: int) -> str:
+    """``text`` broken into lines of at most ``width`` characters after a dot, where it has one to break at."""
+    lines = [""]
+    for part in text.split("."):
+        piece = part if not lines[-1] else "." + part
+        if lines[-1] and len(lines[-1]) + len(piece) > width:
+            lines[-1] += "."
+            lines.append(part)
+        else:
+            lines[-1] += piece
+    return "\n".join(lines)
 
 
 def ensure_display() -> str:
@@ -134,13 +241,14 @@ def _stop_server(server: subprocess.Popen) -> None:
 def build_viewer(
     scene: Scene, threshold: float = 0.5, show: bool = False, title: str = "FocalMix kit",
 ) -> "napari.Viewer":
-    """A napari viewer in 3D showing ``scene`` as this module's docstring describes.
+    """A napari viewer in 3D showing ``scene`` in the patient frame, as this module's docstring describes.
 
     Shapes (:class:`Scene`): ``volume_hu`` (D, H, W); ``annotations_zyx`` (M, 3) with
     ``annotation_diameters_mm`` (M,); ``detections_zyx`` (K, 3) with
     ``detection_diameters_mm`` (K,) and ``probabilities`` (K,). Detections with
     probability below ``threshold`` start hidden.
     """
+    scene = patient_oriented(scene)
     volume = np.asarray(scene.volume_hu, dtype=np.float32)
     if volume.ndim != 3:
         raise ValueError(f"volume_hu must be (D, H, W), got shape {volume.shape}")
@@ -164,35 +272,64 @@ def build_viewer(
     viewer = napari.Viewer(title=title, ndisplay=3, show=show)
     viewer.add_image(
         volume, name=CT_LAYER, scale=spacing, rendering="mip", contrast_limits=BONE_WINDOW_HU,
-        colormap="gray", opacity=0.3, blending="additive",
+        colormap="gray", opacity=0.3, blending="additive", metadata={"seriesuid": scene.uid},
     )
     viewer.add_image(
         _lung_interior(volume, spacing), name=LUNG_LAYER, scale=spacing, rendering="iso",
         iso_threshold=LUNG_ISO_THRESHOLD_HU, contrast_limits=(-1000.0, 200.0), colormap="bone",
         blending="translucent",
     )
+    # Markers draw without the depth test: a surface in front of a nodule must not hide its mark.
     viewer.add_points(
-        annotations, name=ANNOTATION_LAYER, size=annotation_sizes, face_color=ANNOTATION_COLOR,
-        border_color=ANNOTATION_COLOR, shading="spherical", opacity=0.45, blending="translucent",
+        annotations, name=ANNOTATION_LAYER, size=annotation_ring_sizes(annotation_sizes), symbol="ring",
+        face_color=ANNOTATION_COLOR, border_width=0.0, canvas_size_limits=(ANNOTATION_RING_MIN_PIXELS, 10000),
+        blending="translucent_no_depth",
     )
-    viewer.add_points(
-        detections, name=DETECTION_LAYER, size=detection_sizes, features={"probability": probability},
-        face_color="probability", face_colormap=DETECTION_COLORMAP, face_contrast_limits=(0.0, 1.0),
-        border_width=0.0, shading="spherical", opacity=0.8, blending="translucent",
+    dots = viewer.add_points(
+        detections, name=DETECTION_LAYER, size=DETECTION_DOT_SCALE * detection_sizes,
+        features={"probability": probability}, face_color="probability", face_colormap=DETECTION_COLORMAP,
+        face_contrast_limits=(0.0, 1.0), border_color="black", border_width=0.1,
+        canvas_size_limits=(DETECTION_DOT_MIN_PIXELS, 10000), blending="translucent_no_depth",
     )
+    dots.face_colorbar.visible = len(detections) > 0
+    _add_orientation_labels(viewer, volume.shape, spacing)
+    caption = viewer.canvas.overlays.text
+    caption.visible, caption.color, caption.position = True, "white", "top_left"
     slider = FloatSlider(value=float(threshold), min=0.0, max=1.0, step=0.01, label="probability ≥")
     slider.changed.connect(lambda value: set_detection_threshold(viewer, value))
     viewer.window.add_dock_widget(slider, name=THRESHOLD_WIDGET, area="right")
     set_detection_threshold(viewer, threshold)
     viewer.reset_view()
+    viewer.scene.camera.orientation = CAMERA_ORIENTATION
+    viewer.scene.camera.angles = DEFAULT_ANGLES
     return viewer
 
 
+def _add_orientation_labels(viewer: "napari.Viewer", shape_zyx: tuple[int, ...], spacing: NDArray[np.float64]) -> None:
+    """The patient's head, feet, right and left written at the middle of the scan box's faces.
+
+    In the patient frame display z grows towards the head and x towards the patient's left.
+    """
+    top = (np.asarray(shape_zyx, dtype=np.float64) - 1.0) * spacing
+    middle = top / 2.0
+    places = {"head": (top[0], middle[1], middle[2]), "feet": (0.0, middle[1], middle[2]),
+              "right": (middle[0], middle[1], 0.0), "left": (middle[0], middle[1], top[2])}
+    viewer.add_points(
+        np.asarray(list(places.values())), name=ORIENTATION_LAYER, features={"side": list(places)},
+        text={"string": "{side}", "color": "white", "size": 9}, size=0.0, face_color="transparent",
+        border_width=0.0, blending="translucent_no_depth",
+    )
+
+
 def set_detection_threshold(viewer: "napari.Viewer", threshold: float) -> None:
-    """Show the detections with probability >= ``threshold``, hide the others."""
+    """Show the detections with probability >= ``threshold``, hide the others, and say so in the caption."""
     layer = viewer.layers[DETECTION_LAYER]
     layer.shown = layer.features["probability"].to_numpy() >= threshold
     layer.metadata["threshold"] = float(threshold)
+    viewer.canvas.overlays.text.text = overlay_text(
+        viewer.layers[CT_LAYER].metadata["seriesuid"], threshold, int(layer.shown.sum()), len(layer.data),
+        len(viewer.layers[ANNOTATION_LAYER].data),
+    )
 
 
 def render_png(
@@ -200,15 +337,16 @@ def render_png(
     scene: Scene,
     threshold: float = 0.5,
     angles: tuple[float, float, float] = DEFAULT_ANGLES,
-    zoom: float = 1.5,
+    zoom: float = 1.3,
     size: tuple[int, int] = (800, 800),
 ) -> Path:
     """Render ``scene`` as :func:`build_viewer` shows it, headless, and write it as a PNG (atomically).
 
     ``angles``: camera (rx, ry, rz) in degrees; ``zoom``: factor on the zoom at which
     the scan's bounding box fits from any angle (1.5 fills the frame in near-frontal
-    views); ``size``: (height, width) of the image in pixels. Starts Xvfb where
-    ``DISPLAY`` is unset (:func:`ensure_display`). Returns ``out_path``.
+    views); ``size``: (height, width) of the image in pixels; the caption's font grows
+    with the width. Starts Xvfb where ``DISPLAY`` is unset (:func:`ensure_display`).
+    Returns ``out_path``.
     """
     from PIL import Image
 
@@ -216,9 +354,18 @@ def render_png(
     viewer = build_viewer(scene, threshold=threshold, show=False)
     try:
         _show_off_screen(viewer)
+        height, width = size
+        viewer.canvas.overlays.text.font_size = CAPTION_POINTS_PER_PIXEL * width
+        colorbar = viewer.layers[DETECTION_LAYER].face_colorbar
+        colorbar.size = tuple(f * width for f in COLORBAR_PIXELS_PER_PIXEL)
+        colorbar.font_size = CAPTION_POINTS_PER_PIXEL * width
         camera = viewer.scene.camera
         camera.angles = tuple(float(a) for a in angles)
         camera.zoom = zoom * _zoom_to_fit(np.shape(scene.volume_hu), scene.spacing_zyx, size)
+        # Camera up is display +z (the head) in the views DEFAULT_ANGLES varies; moving the
+        # centre up moves the scene down.
+        centre = np.asarray(camera.center, dtype=np.float64)
+        camera.center = tuple(centre + [CAPTION_FRACTION * height / camera.zoom, 0.0, 0.0])
         pixels = viewer.screenshot(canvas_only=True, size=tuple(int(n) for n in size))
     finally:
         viewer.close()
@@ -277,6 +424,8 @@ def scene_from_files(data_dir: str | Path, uid: str, predictions_csv: str | Path
         detections_zyx=detections_zyx,
         detection_diameters_mm=diameters,
         probabilities=probabilities,
+        direction=scan.geometry.direction,
+        uid=uid,
     )
 
 
