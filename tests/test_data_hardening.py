@@ -21,7 +21,7 @@ from focalmix_lib.data.validate import check_luna16_folder, check_training_scans
 from focalmix_lib.errors import KitInputError
 
 HEADER = "seriesuid,coordX,coordY,coordZ,probability"
-TINY = dict(n_labeled=2, n_subsets=1, n_unlabeled=1, in_plane_size=64, scan_length_mm=(100.0, 110.0))
+TINY = {"n_labeled": 2, "n_subsets": 1, "n_unlabeled": 1, "in_plane_size": 64, "scan_length_mm": (100.0, 110.0)}
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:

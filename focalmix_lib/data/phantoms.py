@@ -221,6 +221,7 @@ class PhantomMarker:
         return next((name for name in names if profile_from_name(name) == self.profile), None)
 
     def describe(self) -> str:
+        """``quick phantoms (seed 0)``: for messages."""
         return f"{self.preset or 'custom'} phantoms (seed {self.seed})"
 
 
@@ -265,7 +266,7 @@ def _check_destination(out: Path, force: bool) -> None:
         marker = read_phantom_marker(out)
         if marker is None:
             raise KitInputError(out, f"holds files that are not the kit's phantoms (no {MARKER_NAME}), so it is "
-                                     "never replaced; choose another output folder")
+                                     "never replaced; delete it yourself or choose another output folder")
         if not force:
             raise KitInputError(out, f"holds {marker.describe()}; pass --force (force=True) to replace them")
     # Replacing renames ``out`` and deletes what it holds: every entry must be writable (not read-only, not immutable).
