@@ -3,8 +3,9 @@
 Each module of this package registers its subcommands with ``register(subparsers)``
 and imports the heavy libraries (torch, SimpleITK, napari) inside its handlers, so
 that ``focalmix --help`` answers at once. Handlers return an exit status.
-Bad input (:class:`~focalmix_lib.errors.KitInputError`) ends in a one-line message
-naming the file and row, and exit status 2.
+Bad input (:class:`~focalmix_lib.errors.KitInputError`: a file and row;
+:class:`~focalmix_lib.errors.ConfigError`: a field and its value, or a config.yaml and
+a field) ends in a one-line message ``focalmix <command>: error: ...`` and exit status 2.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from focalmix_lib.errors import KitInputError
+from focalmix_lib import __version__
+from focalmix_lib.errors import ConfigError, KitInputError
 
 # Modules of this package that register subcommands, in the order of the help text.
 COMMAND_MODULES = ("data_commands", "train_commands", "evaluate_command", "view_command", "reproduce_command",
@@ -26,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="focalmix",
         description="FocalMix kit: semi-supervised 3D lung nodule detection (CVPR 2020), reproduced.",
     )
+    parser.add_argument("--version", action="version", version=f"focalmix {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(subparsers)
@@ -36,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except KitInputError as error:
+    except (KitInputError, ConfigError) as error:
         print(f"focalmix {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

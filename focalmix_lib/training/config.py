@@ -11,7 +11,21 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
+from focalmix_lib.config import Check, above, at_least, between, check_fields, each, matches, one_of
+from focalmix_lib.errors import ConfigError
+
 METHODS = ("supervised", "focalmix")
+# len(ssl.transforms.GROUP): the distinct flips/rotations that K views draw from (tests check it).
+VIEW_COUNT = 16
+LUNA16_SUBSETS = range(10)
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+
+
+def _model_preset_problem(name: str) -> str | None:
+    from focalmix_lib.detection.model import DetectorConfig
+
+    known = ("standard", *DetectorConfig.PRESETS)
+    return None if name in known else f"must be one of {', '.join(known)} (DetectorConfig presets)"
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,53 @@ class TrainConfig:
         ),
     }
 
+    # The range of every field (types are checked from the annotations); see config.check_fields.
+    CHECKS: ClassVar[dict[str, Check]] = {
+        "method": one_of(METHODS),
+        "model_preset": _model_preset_problem,
+        "data_dir": matches(r".+", "a folder"),
+        "cache_dir": matches(r".*", "a folder or empty"),
+        "spacing_mm": above(0),
+        "patch_size": at_least(1),  # and a multiple of the model's largest stride: _check_combination
+        "test_subsets": each(one_of(LUNA16_SUBSETS)),
+        "test_scans": at_least(0),
+        "labeled": at_least(0),
+        "unlabeled": at_least(0),
+        "split_seed": at_least(0),
+        "positive_fraction": between(0, 1),
+        "batch_labeled": at_least(1),
+        "batch_unlabeled": at_least(1),
+        "steps": at_least(1),
+        "lr": above(0),
+        "weight_decay": at_least(0),
+        "warmup_steps": at_least(0),
+        "grad_clip": above(0),
+        "alpha0": between(0, 1),
+        "alpha1": between(0, 1),
+        "gamma": at_least(0),
+        "soft_alpha": one_of((True, False)),
+        "soft_beta": one_of((True, False)),
+        "box_loss_weight": at_least(0),
+        "augmentations": between(1, VIEW_COUNT),
+        "temperature": above(0),
+        "eta": above(0),
+        "image_mixup": one_of((True, False)),
+        "object_mixup": one_of((True, False)),
+        "object_confidence": between(0, 1),
+        "unlabeled_weight": at_least(0),
+        "rampup_steps": at_least(0),
+        "window_overlap": between(0, 1, high_open=True),
+        "score_threshold": between(0, 1),
+        "nms_iou": between(0, 1),
+        "max_detections": at_least(1),
+        "lung_margin_mm": lambda mm: None if mm == -1 or mm >= 0 else "must be -1 (keep all) or at least 0",
+        "seed": at_least(0),
+        "device": matches(DEVICE_PATTERN, "auto, cpu, mps, cuda or cuda:N"),
+        "amp": one_of((True, False)),
+        "checkpoint_every": at_least(1),
+        "log_every": at_least(1),
+    }
+
     def resolved(self) -> "TrainConfig":
         """The config with the method's MixUp defaults filled in (what a run folder records)."""
         default = self.method == "focalmix"
@@ -93,11 +154,30 @@ class TrainConfig:
         )
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.augmentations < 1:
-            raise ValueError(f"augmentations (K) must be at least 1, got {self.augmentations}")
-        if not 0 < self.temperature:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
-        if self.steps < 0 or self.batch_labeled < 1:
-            raise ValueError("steps must be >= 0 and batch_labeled >= 1")
+        check_fields(self)
+        self._check_combination()
+
+    def _check_combination(self) -> None:
+        """Checks that involve two fields, or the detector's architecture."""
+        from focalmix_lib.config import from_preset
+        from focalmix_lib.detection.model import DetectorConfig
+
+        stride = max(from_preset(DetectorConfig, self.model_preset).strides)
+        if self.patch_size % stride:
+            raise ConfigError("patch_size", self.patch_size, f"must be a multiple of {stride}, the largest stride "
+                              f"of model_preset {self.model_preset} (flipped views map anchors onto anchors)")
+        if self.method == "focalmix" and self.unlabeled < 1:
+            raise ConfigError("unlabeled", self.unlabeled, "focalmix needs at least 1 unlabeled scan")
+
+    def check_machine(self) -> None:
+        """The device asked for exists here (config.from_preset calls this for every new run)."""
+        import torch
+
+        if self.device.startswith("cuda"):
+            index = int(self.device.partition(":")[2] or 0)
+            if index >= torch.cuda.device_count():
+                found = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA"
+                raise ConfigError("device", self.device, f"this machine has {found}; use device=auto or cpu")
+        if self.device == "mps" and not torch.backends.mps.is_available():
+            raise ConfigError("device", self.device, "MPS is not available on this machine; use device=auto or cpu")
+
