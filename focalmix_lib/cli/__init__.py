@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from focalmix_lib import __version__
 from focalmix_lib.errors import ConfigError, KitInputError
@@ -21,6 +21,16 @@ from focalmix_lib.errors import ConfigError, KitInputError
 # Modules of this package that register subcommands, in the order of the help text.
 COMMAND_MODULES = ("data_commands", "train_commands", "evaluate_command", "view_command", "reproduce_command",
                    "book_command")
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer that is at least ``low`` (argparse reports anything else)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from focalmix_lib.cli import int_at_least
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -18,23 +20,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seriesuids", type=Path, required=True, help="seriesuids.csv: the scans to evaluate on")
     parser.add_argument("--predictions", type=Path, required=True, help="the submission CSV")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--bootstrap", type=_non_negative_int, default=0, metavar="N",
+    parser.add_argument("--bootstrap", type=int_at_least(0), default=0, metavar="N",
                         help="bootstrap resamples of the scans for 95%% intervals (0: none; the challenge used 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
     parser.set_defaults(handler=run_evaluate)
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def run_evaluate(args: argparse.Namespace) -> int:
+    from focalmix_lib.atomic import check_writable_folder
     from focalmix_lib.evaluation.luna16 import evaluate_files
     from focalmix_lib.evaluation.outputs import write_outputs
 
+    check_writable_folder(args.out)  # before the (possibly long) bootstrap, not after it
     result = evaluate_files(args.annotations, args.excluded, args.seriesuids, args.predictions,
                             bootstrap=args.bootstrap, seed=args.seed, progress=args.bootstrap > 0)
     boot = result.bootstrap

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from focalmix_lib.cli import int_at_least
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from focalmix_lib.reproduction.grid import TABLES, parse_shard
@@ -16,9 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--profile", choices=("quick", "standard", "paper"), default="quick")
     parser.add_argument("--out", default="reports", help="output folder (default: reports)")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds per cell: mean ± std (default 1)")
+    parser.add_argument("--seeds", type=int_at_least(1), default=1, help="seeds per cell: mean ± std (default 1)")
     parser.add_argument("--shard", type=parse_shard, help="run only shard i of n (0 <= i < n), e.g. $SLURM_ARRAY_TASK_ID/4")
-    parser.add_argument("--only", default=",".join(TABLES),
+    parser.add_argument("--only", type=_tables, default=TABLES, metavar="TABLES",
                         help=f"comma-separated tables (default: all of {','.join(TABLES)})")
     parser.add_argument("--collect", action="store_true",
                         help="run nothing: read every run folder (all shards) and write the tables")
@@ -28,19 +30,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_reproduce)
 
 
+def _tables(text: str) -> tuple[str, ...]:
+    """``--only``: comma-separated table names, each known, none empty."""
+    from focalmix_lib.reproduction.grid import TABLES
+
+    names = tuple(name.strip() for name in text.split(","))
+    bad = [name for name in names if name not in TABLES]
+    if bad:
+        shown = ", ".join(repr(name) if name else "an empty entry" for name in dict.fromkeys(bad))
+        raise argparse.ArgumentTypeError(f"{shown} in {text!r}: choose from {','.join(TABLES)}")
+    return names
+
+
 def run_reproduce(args: argparse.Namespace) -> int:
     import sys
 
     from focalmix_lib.reproduction.runner import reproduce
-    from focalmix_lib.reproduction.grid import TABLES
 
-    only = tuple(t.strip() for t in args.only.split(",") if t.strip())
-    unknown = sorted(set(only) - set(TABLES))
-    if unknown or args.seeds < 1:
-        print(f"focalmix reproduce: error: unknown table(s) {unknown} (choose from {','.join(TABLES)})" if unknown
-              else "focalmix reproduce: error: --seeds must be at least 1", file=sys.stderr)
-        return 2
-    outcome = reproduce(args.profile, args.out, seeds=args.seeds, shard=args.shard, only=only,
+    outcome = reproduce(args.profile, args.out, seeds=args.seeds, shard=args.shard, only=args.only,
                         collect=args.collect, data=args.data, chapters=args.chapters)
     shard = f"{args.shard[0]}/{args.shard[1]}" if args.shard else ""
     print(f"tables: {outcome.tables}" if outcome.tables else f"shard {shard} done; when every shard has finished "

@@ -2,7 +2,9 @@
 
 ``run_notebook("05_train.ipynb", out_dir, {"method": "focalmix"})`` executes
 ``notebooks/05_train.ipynb`` with those values injected after its ``parameters`` cell
-and writes the executed copy to ``out_dir/05_train.ipynb``. The kernel is the one
+and writes the executed copy to ``out_dir/05_train.ipynb``. The notebooks are those of
+the checkout this package sits in, or, in an installed kit, the copies the wheel
+carries in ``focalmix_lib/notebooks_data`` (pyproject.toml maps them there). The kernel is the one
 installed in the running Python's environment (``python -m ipykernel install
 --sys-prefix --name python3``), so the notebook sees the same focalmix_lib.
 """
@@ -15,8 +17,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+
+def _locate_notebooks() -> tuple[Path, Path | None]:
+    """(the notebooks folder, the folder a notebook's relative paths start from by default).
+
+    In a checkout: ``<repo>/notebooks``, run from the repository root (where the
+    notebooks' default ``data/...`` and ``runs/...`` point). In an installed kit:
+    ``focalmix_lib/notebooks_data``, run from the current folder (``None``).
+    """
+    package = Path(__file__).resolve().parents[1]
+    checkout = package.parent
+    if (checkout / "notebooks").is_dir() and (checkout / "pyproject.toml").is_file():
+        return checkout / "notebooks", checkout
+    return package / "notebooks_data", None
+
+
+NOTEBOOK_DIR, DEFAULT_CWD = _locate_notebooks()
 # Set while papermill runs a notebook: slider explorers then draw statically (an ipywidgets
 # `interact` can deadlock a headless kernel).
 STATIC_WIDGETS_ENV = "FOCALMIX_STATIC_WIDGETS"
@@ -44,8 +61,9 @@ def run_notebook(name: str, out_dir: str | Path, parameters: Mapping[str, Any] |
     """Execute ``notebooks/<name>`` with papermill into ``out_dir``; returns the executed notebook's path.
 
     ``name`` may omit ``.ipynb``. ``parameters`` override the notebook's ``parameters``
-    cell by name. The kernel works in ``cwd`` (the repository root by default, where
-    the notebooks' default relative paths such as ``runs/...`` point). ``timeout_s``
+    cell by name. The kernel works in ``cwd`` (by default the repository root of a
+    checkout, where the notebooks' relative paths such as ``runs/...`` point, or the
+    current folder for an installed kit). ``timeout_s``
     bounds each cell. A failing cell raises ``papermill.PapermillExecutionError``; the
     executed copy, with the traceback, is still written.
     """
@@ -58,13 +76,14 @@ def run_notebook(name: str, out_dir: str | Path, parameters: Mapping[str, Any] |
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / filename
+    cwd = cwd if cwd is not None else DEFAULT_CWD
     # The kernel inherits this environment: its slider explorers draw statically.
     previous = os.environ.get(STATIC_WIDGETS_ENV)
     os.environ[STATIC_WIDGETS_ENV] = "1"
     try:
         papermill.execute_notebook(
             str(source), str(target), parameters=dict(parameters or {}), kernel_name=current_kernel_name(),
-            cwd=str(cwd if cwd is not None else REPO_ROOT), progress_bar=progress, execution_timeout=timeout_s,
+            cwd=None if cwd is None else str(cwd), progress_bar=progress, execution_timeout=timeout_s,
         )
     finally:
         if previous is None:
