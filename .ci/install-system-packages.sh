@@ -5,10 +5,12 @@
 #   - Mesa's DRI drivers: software OpenGL (llvmpipe) for that server;
 #   - the shared libraries that Qt 6's xcb platform plugin and napari's GL canvas
 #     load (the PyQt6 wheels bundle Qt itself, not these).
+# And python3-venv, without which Debian's python3 cannot make ./kit's virtual environment.
 # Run as root (or with sudo available). Reruns with everything present do nothing.
 set -eu
 
 PACKAGES="
+python3-venv
 xvfb
 xauth
 libgl1-mesa-dri
