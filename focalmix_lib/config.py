@@ -68,7 +68,7 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(key.strip() or "?", pair, "an override takes the form field=value")
+            raise ConfigError("--set", pair, "an override takes the form field=value")
         try:
             out[key.strip()] = yaml.load(text, Loader=_Yaml12Loader) if text.strip() else ""
         except yaml.YAMLError as error:
