@@ -162,6 +162,18 @@ def test_caption_wraps_the_uid_and_states_threshold_and_legend() -> None:
     ]
 
 
+def test_render_fits_the_scan_box_below_the_caption() -> None:
+    """Frontal view of a 300 x 200 x 400 mm box (z, y, x) in 300 x 400 pixels under a 90-pixel caption."""
+    from focalmix_lib.viz.napari_view import _fit_below_caption
+
+    zoom, centre = _fit_below_caption(np.array([300.0, 200.0, 400.0]), np.array([0.0, 1.0, 0.0]),
+                                      np.array([1.0, 0.0, 0.0]), (300, 400), 90.0)
+    # Width 400 mm in 400 pixels; height 300 mm in the 210 pixels below the caption: the height binds.
+    assert zoom == pytest.approx(0.7)
+    # The box's centre sits 45 pixels below the image's centre: the camera looks 45 / 0.7 mm higher.
+    np.testing.assert_allclose(centre, [150.0 + 45.0 / 0.7, 100.0, 200.0])
+
+
 def test_camera_frame_is_not_a_mirror_image() -> None:
     """At DEFAULT_ANGLES without the tilt a front sphere hides the one behind it, +x is right, +z up."""
     pytest.importorskip("napari", reason="napari is not installed (pip install -e '.[viz]')")

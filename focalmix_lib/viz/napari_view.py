@@ -62,7 +62,8 @@ LUNG_ISO_THRESHOLD_HU = -450.0
 # Bone window of the context projection.
 BONE_WINDOW_HU = (150.0, 1200.0)
 # Annotation ring: diameter RING_SCALE * d + RING_MARGIN_MM round a nodule of diameter d,
-# so the nodule's surface shows inside the ring; never below RING_MIN_PIXELS on screen.
+# so the nodule's surface shows inside the ring; render_png widens it to RING_MIN_PIXELS
+# where the image is too small for that (napari's canvas_size_limits would fill a ring).
 ANNOTATION_COLOR = "lime"
 ANNOTATION_RING_SCALE = 1.5
 ANNOTATION_RING_MARGIN_MM = 6.0
@@ -82,11 +83,13 @@ CAMERA_ORIENTATION = ("away", "down", "right")
 # depth; -20 looks in from the patient's right front.
 DEFAULT_ANGLES = (-20.0, 0.0, -90.0)
 # Caption font size in points per pixel of canvas width (10 pt at 600 pixels); the
-# colour bar scales alike. render_png pans the scene down by CAPTION_FRACTION of the
-# image height, to clear the caption in the top-left corner.
+# colour bar and the orientation labels (LABEL_SCALE times the caption's size) scale
+# alike. The caption's lines take the top CAPTION_FRACTION of the width; render_png
+# fits the scan below them.
 CAPTION_POINTS_PER_PIXEL = 10.0 / 600.0
 COLORBAR_PIXELS_PER_PIXEL = (0.04, 0.25)
-CAPTION_FRACTION = 0.1
+CAPTION_FRACTION = 0.3
+LABEL_SCALE = 1.35
 # Caption lines wrap a long series uid at its dots to this many characters.
 CAPTION_UID_WIDTH = 36
 
@@ -282,8 +285,7 @@ def build_viewer(
     # Markers draw without the depth test: a surface in front of a nodule must not hide its mark.
     viewer.add_points(
         annotations, name=ANNOTATION_LAYER, size=annotation_ring_sizes(annotation_sizes), symbol="ring",
-        face_color=ANNOTATION_COLOR, border_width=0.0, canvas_size_limits=(ANNOTATION_RING_MIN_PIXELS, 10000),
-        blending="translucent_no_depth",
+        face_color=ANNOTATION_COLOR, border_width=0.0, blending="translucent_no_depth",
     )
     dots = viewer.add_points(
         detections, name=DETECTION_LAYER, size=DETECTION_DOT_SCALE * detection_sizes,
@@ -316,7 +318,7 @@ def _add_orientation_labels(viewer: "napari.Viewer", shape_zyx: tuple[int, ...],
               "right": (middle[0], middle[1], 0.0), "left": (middle[0], middle[1], top[2])}
     viewer.add_points(
         np.asarray(list(places.values())), name=ORIENTATION_LAYER, features={"side": list(places)},
-        text={"string": "{side}", "color": "white", "size": 9}, size=0.0, face_color="transparent",
+        text={"string": "{side}", "color": "white", "size": 10}, size=0.0, face_color="transparent",
         border_width=0.0, blending="translucent_no_depth",
     )
 
@@ -337,16 +339,17 @@ def render_png(
     scene: Scene,
     threshold: float = 0.5,
     angles: tuple[float, float, float] = DEFAULT_ANGLES,
-    zoom: float = 1.3,
+    zoom: float = 0.95,
     size: tuple[int, int] = (800, 800),
 ) -> Path:
     """Render ``scene`` as :func:`build_viewer` shows it, headless, and write it as a PNG (atomically).
 
-    ``angles``: camera (rx, ry, rz) in degrees; ``zoom``: factor on the zoom at which
-    the scan's bounding box fits from any angle (1.5 fills the frame in near-frontal
-    views); ``size``: (height, width) of the image in pixels; the caption's font grows
-    with the width. Starts Xvfb where ``DISPLAY`` is unset (:func:`ensure_display`).
-    Returns ``out_path``.
+    ``angles``: camera (rx, ry, rz) in degrees in ``CAMERA_ORIENTATION``'s frame;
+    ``zoom``: factor on the zoom at which the scan's box, seen from ``angles``, just
+    fills the image below the caption (:func:`_fit_below_caption`); ``size``: (height,
+    width) of the image in pixels; the caption's font, the colour bar and the labels grow
+    with the width, and rings are widened to ``ANNOTATION_RING_MIN_PIXELS``. Starts Xvfb
+    where ``DISPLAY`` is unset (:func:`ensure_display`). Returns ``out_path``.
     """
     from PIL import Image
 
@@ -359,13 +362,17 @@ def render_png(
         colorbar = viewer.layers[DETECTION_LAYER].face_colorbar
         colorbar.size = tuple(f * width for f in COLORBAR_PIXELS_PER_PIXEL)
         colorbar.font_size = CAPTION_POINTS_PER_PIXEL * width
+        viewer.layers[ORIENTATION_LAYER].text.size = LABEL_SCALE * CAPTION_POINTS_PER_PIXEL * width
         camera = viewer.scene.camera
         camera.angles = tuple(float(a) for a in angles)
-        camera.zoom = zoom * _zoom_to_fit(np.shape(scene.volume_hu), scene.spacing_zyx, size)
-        # Camera up is display +z (the head) in the views DEFAULT_ANGLES varies; moving the
-        # centre up moves the scene down.
-        centre = np.asarray(camera.center, dtype=np.float64)
-        camera.center = tuple(centre + [CAPTION_FRACTION * height / camera.zoom, 0.0, 0.0])
+        ct = viewer.layers[CT_LAYER]
+        fit, camera.center = _fit_below_caption(
+            (np.asarray(ct.data.shape) - 1.0) * ct.scale, np.asarray(camera.view_direction),
+            np.asarray(camera.up_direction), (height, width), CAPTION_FRACTION * width,
+        )
+        camera.zoom = zoom * fit
+        rings = viewer.layers[ANNOTATION_LAYER]
+        rings.size = np.maximum(rings.size, ANNOTATION_RING_MIN_PIXELS / camera.zoom)
         pixels = viewer.screenshot(canvas_only=True, size=tuple(int(n) for n in size))
     finally:
         viewer.close()
@@ -374,14 +381,23 @@ def render_png(
     return out_path
 
 
-def _zoom_to_fit(shape_zyx: tuple[int, ...], spacing_zyx: tuple[float, float, float], size: tuple[int, int]) -> float:
-    """napari zoom (pixels per mm) at which the scan's bounding box fits ``size`` from any angle.
+def _fit_below_caption(
+    box_mm: NDArray[np.float64], view: NDArray[np.float64], up: NDArray[np.float64],
+    size: tuple[int, int], caption_pixels: float,
+) -> tuple[float, tuple[float, float, float]]:
+    """Zoom (pixels per mm) and camera centre (z, y, x) mm that fit the box [0, box_mm] below the caption.
 
-    The box's diagonal bounds its projection in every direction (the 3D camera is
-    orthographic by default).
+    The 3D camera is orthographic: a corner p lands at (p . right, p . up) on the
+    screen, right = up x view, so the box spans ptp(corners . right) by ptp(corners . up)
+    mm. Zoom = min(W / width, (H - caption) / height); the centre moves from the box's
+    centre towards ``up`` by caption / 2 pixels, which moves the box down by as much.
     """
-    diagonal_mm = float(np.linalg.norm(np.asarray(shape_zyx, dtype=np.float64) * np.asarray(spacing_zyx)))
-    return min(size) / diagonal_mm
+    right = np.cross(up, view)
+    corners = np.asarray(list(itertools.product(*((0.0, side) for side in box_mm))))
+    height, width = size
+    zoom = min(width / np.ptp(corners @ right), (height - caption_pixels) / np.ptp(corners @ up))
+    centre = box_mm / 2.0 + up * (caption_pixels / 2.0) / zoom
+    return float(zoom), tuple(float(c) for c in centre)  # type: ignore[return-value]
 
 
 def _show_off_screen(viewer: "napari.Viewer") -> None:
