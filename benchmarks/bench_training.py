@@ -12,8 +12,10 @@ gives medians, patches per second and the ratio ours / MONAI (> 1: ours is faste
 
 MONAI (installed for the benchmark only, ``pip install --no-deps monai``) is built
 the way its LUNA16 tutorial builds it, made small enough to match our parameter
-count: a basic-block ResNet (conv1 stride 2, max-pool), FPN on layer1 and layer2
-plus MONAI's extra max-pooled level (strides 4, 8, 16), the 4-convolution
+count: a basic-block ResNet (conv1 stride 2, then a max-pool for the standard preset and
+none for the quick one), FPN on layer1 and layer2 plus MONAI's extra max-pooled level,
+so that its levels are ours (strides 2, 4, 8 for quick, 4, 8, 16 for standard) and it
+has as many anchors as ours; the 4-convolution
 RetinaNet heads, cubic anchors of our finest level's sizes (scaled by 1, 2, 4),
 the ATSS matcher, the hard-negative sampler (64 anchors per image, 30 % positive),
 ``monai.losses.FocalLoss(gamma=2)`` and smooth L1 on the box deltas. torchvision
@@ -43,26 +45,33 @@ from torch import Tensor
 from focalmix_lib.config import from_preset
 from focalmix_lib.data.dataset import Luna16Folder, load_preprocessed
 from focalmix_lib.data.splits import split_scans
-from focalmix_lib.inference.sliding_window import detect_volume
 from focalmix_lib.detection.model import FPNDetector
-from focalmix_lib.training.objective import step_losses
-from focalmix_lib.training.detector import build_model
+from focalmix_lib.inference.sliding_window import detect_volume
 from focalmix_lib.training.config import TrainConfig
+from focalmix_lib.training.data import Batch
+from focalmix_lib.training.detector import build_model
+from focalmix_lib.training.objective import step_losses
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _torchvision_stubs  # noqa: E402  (a sibling script module)
+import _torchvision_stubs
 
 # MONAI ResNet width (layer1; layer2 doubles it) and FPN width (a multiple of the heads' 8 groups),
 # chosen per preset so that the MONAI model has about as many parameters as ours.
 MONAI_WIDTHS = {"quick": (20, 16), "standard": (32, 48)}
 
-# MONAI's levels: layer1, layer2 and the extra max-pooled level.
-MONAI_STRIDES = (4, 8, 16)
+
+def monai_strides(ours: FPNDetector) -> tuple[int, int, int]:
+    """MONAI's levels: layer1, layer2 and its extra max-pooled level; without the ResNet's
+    max-pool they sit at strides 2, 4, 8 (the quick preset's), with it at 4, 8, 16 (standard's)."""
+    finest = min(ours.config.strides)
+    strides = (finest, 2 * finest, 4 * finest)
+    if finest not in (2, 4) or tuple(ours.config.strides) != strides:
+        raise ValueError(f"MONAI's three levels cannot mirror our strides {ours.config.strides}")
+    return strides
 
 # Resampled shape (D, H, W) of a standard phantom at 1.5 mm: 260 mm long, 176 x 1.9 mm in plane.
 STANDARD_SCAN_SHAPE = (174, 224, 224)
 
-Batch = tuple[Tensor, list[Tensor], Tensor | None]
 Step = Callable[[int, Batch], None]
 
 
@@ -88,7 +97,7 @@ def synthetic_batch(cfg: TrainConfig, rng: np.random.Generator, with_unlabeled: 
 
     labeled, boxes = patches(cfg.batch_labeled)
     unlabeled = patches(cfg.batch_unlabeled)[0] if with_unlabeled else None
-    return labeled, boxes, unlabeled
+    return Batch(labeled, boxes, unlabeled)
 
 
 def parameter_count(model: torch.nn.Module) -> int:
@@ -96,19 +105,15 @@ def parameter_count(model: torch.nn.Module) -> int:
 
 
 def our_training_step(cfg: TrainConfig, model: FPNDetector) -> Step:
-    """One step of the kit's engine (``train._train_loop`` on the CPU): ``step_losses``, backward, clip, AdamW."""
+    """One step of the kit's engine (``engine.train_loop`` on the CPU): ``step_losses``, backward, clip, AdamW.
+
+    Every step runs at the end of the unlabeled-weight ramp (``step = rampup_steps``)."""
     cfg = cfg.resolved()
-    anchors = model.anchors((cfg.patch_size,) * 3)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    def predict_logits(views: Tensor) -> list[Tensor]:
-        return [logits.float() for logits in model.classify(views)]
-
     def step(index: int, batch: Batch) -> None:
-        labeled, boxes, unlabeled = batch
         generator = torch.Generator().manual_seed(index)
-        losses = step_losses(model, predict_logits, anchors, model.box_coder, labeled, boxes, unlabeled, cfg,
-                             cfg.rampup_steps, generator, model.config.positive_iou, model.config.negative_iou)
+        losses = step_losses(model, batch, cfg, cfg.rampup_steps, generator)
         optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -130,6 +135,11 @@ def monai_detector(cfg: TrainConfig, ours: FPNDetector) -> torch.nn.Module:
     width, fpn_width = MONAI_WIDTHS[cfg.model_preset]
     backbone = resnet.ResNet(block="basic", layers=[1, 1, 1, 1], block_inplanes=[width, 2 * width, 4 * width, 8 * width],
                              spatial_dims=3, n_input_channels=1, conv1_t_size=3, conv1_t_stride=2, feed_forward=False)
+    if monai_strides(ours)[0] == 2:
+        # layer1 at stride 2, as in our quick preset. The FPN's layer getter runs the ResNet's
+        # children in order (ResNet's no_max_pool flag acts only in its own forward), so the
+        # max-pool itself goes.
+        backbone.maxpool = torch.nn.Identity()
     features = BackboneWithFPN(backbone, {"layer1": "0", "layer2": "1"}, [width, 2 * width], fpn_width, spatial_dims=3)
     sizes = ours.config.anchor_sizes[0]
     network = RetinaNet(spatial_dims=3, num_classes=1, num_anchors=len(sizes), feature_extractor=features,
@@ -148,9 +158,8 @@ def monai_training_step(cfg: TrainConfig, detector: torch.nn.Module) -> Step:
     optimizer = torch.optim.AdamW(detector.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def step(index: int, batch: Batch) -> None:
-        images, boxes, _ = batch
-        targets = [{"boxes": b, "labels": torch.zeros(len(b), dtype=torch.long)} for b in boxes]
-        losses = detector(images, targets)
+        targets = [{"boxes": b, "labels": torch.zeros(len(b), dtype=torch.long)} for b in batch.boxes]
+        losses = detector(batch.labeled, targets)
         loss = losses[detector.cls_key] + losses[detector.box_reg_key]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -217,14 +226,16 @@ def bench_training(preset: str, steps: int, warmup: int, repeats: int) -> None:
         {"ours": our_training_step(cfg, ours), "monai": monai_training_step(cfg, theirs)}, batches[:steps], warmup,
         repeats))
     ours_s, monai_s = statistics.median(seconds["ours"]), statistics.median(seconds["monai"])
-    anchors_theirs = len(ours.config.anchor_sizes[0]) * sum((cfg.patch_size // s) ** 3 for s in MONAI_STRIDES)
+    anchors_theirs = len(ours.config.anchor_sizes[0]) * sum((cfg.patch_size // s) ** 3 for s in monai_strides(ours))
     print(f"{preset}: {cfg.patch_size}^3 patches, batch {cfg.batch_labeled}, {repeats} x {steps} steps after "
           f"{warmup} warm-up, {torch.get_num_threads()} threads, {load}")
-    print(f"  ours : {parameter_count(ours):9,d} parameters, {len(ours.anchors((cfg.patch_size,) * 3)):6d} anchors, "
+    print(f"  ours : {parameter_count(ours):9,d} parameters, {len(ours.anchors((cfg.patch_size,) * 3)):6d} anchors "
+          f"(strides {ours.config.strides}), "
           f"{forward_gflops(ours, cfg):6.1f} GFLOP/forward, "
           f"{ours_s:6.3f} s/step, {cfg.batch_labeled / ours_s:6.2f} patches/s   (all: "
           + ", ".join(f"{s:.3f}" for s in seconds["ours"]) + ")")
-    print(f"  MONAI: {parameter_count(theirs):9,d} parameters, {anchors_theirs:6d} anchors, "
+    print(f"  MONAI: {parameter_count(theirs):9,d} parameters, {anchors_theirs:6d} anchors "
+          f"(strides {monai_strides(ours)}), "
           f"{forward_gflops(theirs.network, cfg):6.1f} GFLOP/forward, "
           f"{monai_s:6.3f} s/step, {cfg.batch_labeled / monai_s:6.2f} patches/s   (all: "
           + ", ".join(f"{s:.3f}" for s in seconds["monai"]) + ")")
@@ -245,7 +256,7 @@ def quick_test_volume(data_dir: Path) -> np.ndarray | None:
 def bench_inference(preset: str, volume: np.ndarray, description: str, repeats: int) -> None:
     cfg = from_preset(TrainConfig, preset)
     model = build_model(cfg)
-    run = lambda: detect_volume(model, volume, cfg.patch_size, cfg.window_overlap, cfg.score_threshold,  # noqa: E731
+    run = lambda: detect_volume(model, volume, cfg.patch_size, cfg.window_overlap, cfg.score_threshold,
                                 cfg.nms_iou, cfg.max_detections)
     run()  # warm-up
     times = []
