@@ -171,11 +171,11 @@ def test_chapters_run_once_in_order_with_declared_parameters(tmp_path: Path) -> 
     paths = ReproducePaths(tmp_path / "reports", tmp_path / "data")
     outcomes = run_chapters(PROFILES["quick"], paths, runner)
     names = [name[:2] for name, _ in calls]
-    assert names == ["00", "01", "02", "04", "05", "03", "06"]  # 03 and 06 read chapter 05's trained run
+    assert names == ["00", "01", "02", "03", "04", "05", "06"]  # 06 reads chapter 05's trained run
     params = dict(calls)
     assert params["05_train.ipynb"]["overrides"]["steps"] == 30 and params["05_train.ipynb"]["quick"] is True
     assert "overrides" not in params["00_quickstart.ipynb"]  # only what a chapter declares
-    assert params["03_anchor_level_target_prediction.ipynb"]["run_dir"] == params["05_train.ipynb"]["run_dir"]
+    assert params["06_evaluate.ipynb"]["run_dir"] == params["05_train.ipynb"]["run_dir"]
     failed = [o for o in outcomes if o["status"] == "failed"]
     assert [o["chapter"][:2] for o in failed] == ["04"] and "RuntimeError: kernel died" in failed[0]["error"]
     calls.clear()

@@ -34,6 +34,7 @@ from focalmix_lib.reproduction.book import write_book
 from focalmix_lib.reproduction.grid import TABLES, GridRun, build_grid, check_grid_data, shard_runs
 from focalmix_lib.reproduction.machine import machine_description
 from focalmix_lib.reproduction.profiles import ProfileScale, resolve_profile
+from focalmix_lib.reproduction.teaching_model import teaching_model
 from focalmix_lib.training.run_folder import RunFolder
 
 # (run folder, notebook-05 parameters) -> the executed notebook. Raises when the notebook fails.
@@ -80,15 +81,17 @@ def ensure_data(profile: ProfileScale, out: Path, data: Path | None, progress: b
     """
     if data is not None:
         return data.resolve()
-    from focalmix_lib.data.phantoms import make_phantoms, profile_from_name
+    from focalmix_lib.data.phantoms import check_phantom_profile, make_phantoms, profile_from_name
 
     folder = (out / "data").resolve()
+    phantoms = profile_from_name(profile.preset, **profile.phantoms)
     if (folder / "annotations.csv").is_file():
+        check_phantom_profile(folder, phantoms)  # made for another profile: refused before any work
         return folder
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise KitInputError(folder, "exists but holds no annotations.csv, so it is not the kit's phantoms; "
                                     "pass --data FOLDER or choose another --out")
-    make_phantoms(folder, profile_from_name(profile.preset, **profile.phantoms), seed=0, progress=progress)
+    make_phantoms(folder, phantoms, seed=0, progress=progress)
     return folder
 
 
@@ -146,8 +149,10 @@ def run_chapters(profile: ProfileScale, paths: ReproducePaths, runner: Callable[
     """Execute chapters 00-06 once (into ``out/notebooks/<chapter>/``), quick-sized for the quick profile.
 
     Each chapter gets those of ``quick``, ``output_dir``, ``data_dir``, ``seed``,
-    ``run_dir`` (chapter 05's run, which 03 and 06 read), ``preset``, ``live_plot`` and
-    ``overrides`` (the profile's run settings) that its parameters cell declares.
+    ``run_dir`` (chapter 05's run, which 06 reads), ``preset``, ``live_plot`` and
+    ``overrides`` (the profile's run settings) that its parameters cell declares. With
+    the default runner the teaching model (chapter 03) is trained first, once, outside
+    the chapters' per-cell time limit.
 
     A chapter that already ran to the end is skipped; a failing one is recorded in
     ``out/notebooks/outcomes.json`` and the others still run.
@@ -156,6 +161,11 @@ def run_chapters(profile: ProfileScale, paths: ReproducePaths, runner: Callable[
 
     from focalmix_lib.reproduction.notebooks import NOTEBOOK_DIR, run_notebook
 
+    if runner is None:
+        try:
+            teaching_model(paths.data, seed=0, progress=False)
+        except Exception:  # chapter 03 meets the same error and records it
+            pass
     # A smoke-scale chapter runs in a minute; a cell stuck for minutes (a widget waiting on a
     # front end, say) is reported as failed instead of holding the grid.
     runner = runner or partial(run_notebook, timeout_s=CHAPTER_CELL_TIMEOUT_S if profile.smoke else None)
@@ -164,7 +174,7 @@ def run_chapters(profile: ProfileScale, paths: ReproducePaths, runner: Callable[
     outcomes = _read_json(outcomes_path) if outcomes_path.is_file() else {}
     notebooks = sorted(p for p in NOTEBOOK_DIR.glob("0*_*.ipynb") if p.name[:2] in CHAPTERS)
     declared = {p.stem: papermill.inspect_notebook(str(p)) for p in notebooks}
-    # Chapters that read a trained run (03, 06) execute after chapter 05 has trained it.
+    # Chapters that read a trained run (06) execute after chapter 05 has trained it.
     for source in sorted(notebooks, key=lambda p: ("run_dir" in declared[p.stem] and p.name[:2] != "05", p.name)):
         if outcomes.get(source.stem, {}).get("status") == "completed":
             continue

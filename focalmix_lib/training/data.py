@@ -14,15 +14,17 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from focalmix_lib.data.dataset import Luna16Folder, PreprocessedScan, load_preprocessed
+from focalmix_lib.data.dataset import Luna16Folder, PreprocessedScan, load_preprocessed, preprocessed_cache_dir
 from focalmix_lib.data.patches import sample_labeled_patch, sample_unlabeled_patch
 from focalmix_lib.data.splits import split_scans
+from focalmix_lib.data.validate import check_training_scans
 from focalmix_lib.training.config import TrainConfig
 
 
 def scan_cache_dir(cfg: TrainConfig) -> Path:
-    """Where preprocessed scans are cached (shared by every run on the same data)."""
-    return Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.data_dir) / ".cache"
+    """Where preprocessed scans are cached, shared by every run on the same data: ``cache_dir``,
+    else ``<data_dir>/.cache``, else (read-only data) a per-user cache folder."""
+    return preprocessed_cache_dir(cfg.data_dir, cfg.cache_dir or None)
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class TrainingData:
         folder = Luna16Folder(cfg.data_dir)
         split = split_scans(folder, cfg.test_subsets, cfg.labeled, cfg.unlabeled if cfg.method == "focalmix" else 0,
                             cfg.split_seed)
+        check_training_scans(folder, [*split.labeled, *split.test])  # headers only: before any long work
         cache = scan_cache_dir(cfg)
         labeled = [load_preprocessed(folder.scan_path(uid), cfg.spacing_mm, folder.annotations, cache)
                    for uid in tqdm(split.labeled, desc="labeled scans", disable=not progress, leave=False)]
