@@ -231,3 +231,14 @@ def test_effects_get_a_paired_interval_and_a_verdict_from_three_seeds(tmp_path: 
     low = float(gain.split("[")[1].split(",")[0])
     assert low > 0  # every nodule found against none: the whole interval is a gain
     assert "**inconclusive**" in effects  # the rules are stated under the table
+
+
+def test_an_out_data_made_for_another_profile_is_refused(tmp_path: Path, quick_phantoms: Path) -> None:
+    import shutil
+
+    shutil.copytree(quick_phantoms, tmp_path / "reports" / "data")  # make-data's quick phantoms: 2 subsets
+    before = sorted(p.name for p in (tmp_path / "reports" / "data").rglob("*"))
+    executor = FakeExecutor()
+    with pytest.raises(KitInputError, match="n_subsets 2 .this needs 8."):
+        reproduce("quick", tmp_path / "reports", chapters=False, executor=executor, progress=False)
+    assert executor.calls == [] and sorted(p.name for p in (tmp_path / "reports" / "data").rglob("*")) == before
