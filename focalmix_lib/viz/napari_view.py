@@ -62,17 +62,18 @@ LUNG_ISO_THRESHOLD_HU = -450.0
 # Bone window of the context projection.
 BONE_WINDOW_HU = (150.0, 1200.0)
 # Annotation ring: diameter RING_SCALE * d + RING_MARGIN_MM round a nodule of diameter d,
-# so the nodule's surface shows inside the ring; render_png widens it to RING_MIN_PIXELS
-# where the image is too small for that (napari's canvas_size_limits would fill a ring).
+# so the nodule's surface shows inside the ring. render_png widens rings and dots to
+# MIN_WIDTH of the image's width where the image is too small for them (napari's
+# canvas_size_limits would draw a widened marker in its border colour).
 ANNOTATION_COLOR = "lime"
 ANNOTATION_RING_SCALE = 1.5
 ANNOTATION_RING_MARGIN_MM = 6.0
-ANNOTATION_RING_MIN_PIXELS = 14.0
+ANNOTATION_RING_MIN_WIDTH = 0.045
 # Red (low) to yellow (high): apart from the lime rings and the pale vessels. The dot is
 # smaller than the detection so that a found nodule still shows round it.
 DETECTION_COLORMAP = "autumn"
 DETECTION_DOT_SCALE = 0.6
-DETECTION_DOT_MIN_PIXELS = 7.0
+DETECTION_DOT_MIN_WIDTH = 0.02
 # napari's default 3D frame (depth towards the viewer, vertical down, horizontal right,
 # in (z, y, x)) is left-handed in (x, y, z): every view would be a mirror image. Depth
 # away from the viewer makes it right-handed, so the view is what an eye would see.
@@ -243,7 +244,7 @@ def _stop_server(server: subprocess.Popen) -> None:
 
 def build_viewer(
     scene: Scene, threshold: float = 0.5, show: bool = False, title: str = "FocalMix kit",
-) -> "napari.Viewer":
+) -> napari.Viewer:
     """A napari viewer in 3D showing ``scene`` in the patient frame, as this module's docstring describes.
 
     Shapes (:class:`Scene`): ``volume_hu`` (D, H, W); ``annotations_zyx`` (M, 3) with
@@ -291,7 +292,7 @@ def build_viewer(
         detections, name=DETECTION_LAYER, size=DETECTION_DOT_SCALE * detection_sizes,
         features={"probability": probability}, face_color="probability", face_colormap=DETECTION_COLORMAP,
         face_contrast_limits=(0.0, 1.0), border_color="black", border_width=0.1,
-        canvas_size_limits=(DETECTION_DOT_MIN_PIXELS, 10000), blending="translucent_no_depth",
+        blending="translucent_no_depth",
     )
     dots.face_colorbar.visible = len(detections) > 0
     _add_orientation_labels(viewer, volume.shape, spacing)
@@ -307,7 +308,7 @@ def build_viewer(
     return viewer
 
 
-def _add_orientation_labels(viewer: "napari.Viewer", shape_zyx: tuple[int, ...], spacing: NDArray[np.float64]) -> None:
+def _add_orientation_labels(viewer: napari.Viewer, shape_zyx: tuple[int, ...], spacing: NDArray[np.float64]) -> None:
     """The patient's head, feet, right and left written at the middle of the scan box's faces.
 
     In the patient frame display z grows towards the head and x towards the patient's left.
@@ -323,7 +324,7 @@ def _add_orientation_labels(viewer: "napari.Viewer", shape_zyx: tuple[int, ...],
     )
 
 
-def set_detection_threshold(viewer: "napari.Viewer", threshold: float) -> None:
+def set_detection_threshold(viewer: napari.Viewer, threshold: float) -> None:
     """Show the detections with probability >= ``threshold``, hide the others, and say so in the caption."""
     layer = viewer.layers[DETECTION_LAYER]
     layer.shown = layer.features["probability"].to_numpy() >= threshold
@@ -348,7 +349,7 @@ def render_png(
     ``zoom``: factor on the zoom at which the scan's box, seen from ``angles``, just
     fills the image below the caption (:func:`_fit_below_caption`); ``size``: (height,
     width) of the image in pixels; the caption's font, the colour bar and the labels grow
-    with the width, and rings are widened to ``ANNOTATION_RING_MIN_PIXELS``. Starts Xvfb
+    with the width, and so do the smallest rings and dots. Starts Xvfb
     where ``DISPLAY`` is unset (:func:`ensure_display`). Returns ``out_path``.
     """
     from PIL import Image
@@ -371,8 +372,9 @@ def render_png(
             np.asarray(camera.up_direction), (height, width), CAPTION_FRACTION * width,
         )
         camera.zoom = zoom * fit
-        rings = viewer.layers[ANNOTATION_LAYER]
-        rings.size = np.maximum(rings.size, ANNOTATION_RING_MIN_PIXELS / camera.zoom)
+        for name, smallest in ((ANNOTATION_LAYER, ANNOTATION_RING_MIN_WIDTH), (DETECTION_LAYER, DETECTION_DOT_MIN_WIDTH)):
+            markers = viewer.layers[name]
+            markers.size = np.maximum(markers.size, smallest * width / camera.zoom)
         pixels = viewer.screenshot(canvas_only=True, size=tuple(int(n) for n in size))
     finally:
         viewer.close()
@@ -400,7 +402,7 @@ def _fit_below_caption(
     return float(zoom), tuple(float(c) for c in centre)  # type: ignore[return-value]
 
 
-def _show_off_screen(viewer: "napari.Viewer") -> None:
+def _show_off_screen(viewer: napari.Viewer) -> None:
     """Show the viewer's window to Qt without mapping it on the screen.
 
     napari's canvas draws only in a shown window (screenshots of a hidden one are
