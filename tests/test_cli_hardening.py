@@ -94,7 +94,8 @@ def test_train_refuses_a_device_this_machine_lacks(out_with_a_file: Path, tmp_pa
     from_preset(TrainConfig, "quick", device="cuda:0")  # there is one
     code = main(["train", "--data", str(tmp_path), "--out", str(out_with_a_file), "--set", "device=cuda:1"])
     assert code == 2
-    assert _one_line_error(capsys, "train") == "device=cuda:1: this machine has 1 CUDA device(s); use device=auto or cpu"
+    message = _one_line_error(capsys, "train")
+    assert message == "device=cuda:1: this machine has 1 CUDA device(s); use device=auto or cpu"
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["train", "--data", str(tmp_path), "--out", str(out_with_a_file), "--set", "device=cuda"]) == 2
