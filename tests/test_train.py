@@ -14,6 +14,7 @@ import torch
 from focalmix_lib.cli import main
 from focalmix_lib.config import from_preset, load_yaml
 from focalmix_lib.data.luna_csv import read_predictions
+from focalmix_lib.errors import KitInputError
 from focalmix_lib.evaluation.run_evaluation import evaluate_run
 from focalmix_lib.inference.run_detection import detect_run
 from focalmix_lib.training.config import TrainConfig
@@ -67,12 +68,20 @@ def test_completed_run_is_not_trained_again(tiny_config: TrainConfig, tmp_path: 
 
 def test_run_folder_refuses_other_settings(tiny_config: TrainConfig, tmp_path: Path) -> None:
     train(replace(tiny_config, steps=1), tmp_path, progress=False)
-    with pytest.raises(ValueError, match="gamma"):
+    saved = (tmp_path / "config.yaml").read_text(encoding="utf-8")
+    with pytest.raises(KitInputError, match=r"config.yaml: this run folder was made with other values of \['gamma'\]"):
         train(replace(tiny_config, steps=1, gamma=1.0), tmp_path, progress=False)
+    assert (tmp_path / "config.yaml").read_text(encoding="utf-8") == saved
+
+
+def test_a_folder_whose_run_never_started_takes_new_settings(tiny_config: TrainConfig, tmp_path: Path) -> None:
+    with pytest.raises(KitInputError):  # a first attempt on a folder without scans fails before its first step
+        train(replace(tiny_config, data_dir=str(tmp_path / "nope")), tmp_path / "run", progress=False)
+    assert train(replace(tiny_config, steps=1), tmp_path / "run", progress=False) == "completed"
 
 
 def test_non_finite_loss_ends_as_diverged(tiny_config: TrainConfig, tmp_path: Path) -> None:
-    cfg = replace(tiny_config, alpha1=math.nan)
+    cfg = replace(tiny_config, lr=1e30)  # the first update sends the weights to inf
     assert train(cfg, tmp_path, progress=False) == "diverged"
     run = RunFolder(tmp_path)
     assert run.status() == "diverged" and "non-finite loss" in run.error()
@@ -108,12 +117,13 @@ def test_learning_rate_warms_up_then_decays_to_zero() -> None:
     assert learning_rate_factor(100, cfg) == pytest.approx(0.0, abs=1e-12)
 
 
-def test_cli_train_rejects_unknown_field_and_bad_value(quick_phantoms: Path, tmp_path: Path) -> None:
+def test_cli_train_rejects_unknown_field_and_bad_value(quick_phantoms: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
     base = ["train", "--data", str(quick_phantoms), "--out", str(tmp_path / "run"), "--steps", "1"]
-    with pytest.raises(ValueError, match="no field"):
-        main([*base, "--set", "gama=2"])
-    with pytest.raises(ValueError, match="takes a number"):
-        main([*base, "--set", "gamma=high"])
+    assert main([*base, "--set", "gama=2"]) == 2
+    assert "gama=2: TrainConfig has no such field" in capsys.readouterr().err
+    assert main([*base, "--set", "gamma=high"]) == 2
+    assert "gamma=high: takes a number" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 

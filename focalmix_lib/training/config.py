@@ -2,8 +2,8 @@
 
 The defaults are the ``standard`` preset. Every field can be overridden by name
 (``focalmix train --set gamma=1.5``, a papermill parameter, or ``from_preset``).
-Values the paper leaves open are documented where they are set (design.md,
-"Numbers the paper does not give").
+Values the paper leaves open are documented where they are set and in docs/method.md
+("Numbers the paper does not give"), with the kit's departures from the paper.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class TrainConfig:
     model_preset: str = "standard"  # DetectorConfig preset
     # --- data -------------------------------------------------------------------
     data_dir: str = "data/standard"
-    cache_dir: str = ""  # preprocessed-scan cache; "" = <data_dir>/.cache
+    cache_dir: str = ""  # preprocessed-scan cache; "" = <data_dir>/.cache, or a per-user cache for read-only data
     spacing_mm: float = 1.5  # isotropic resampling of every scan
     patch_size: int = 64  # cubic patch side in voxels; the largest stride divides it
     test_subsets: tuple[int, ...] = (8, 9)  # subsets held out for detection + FROC

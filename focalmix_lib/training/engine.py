@@ -28,6 +28,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from focalmix_lib.config import load_yaml, save_yaml
+from focalmix_lib.errors import KitInputError
 from focalmix_lib.detection.model import FPNDetector
 from focalmix_lib.training.config import TrainConfig
 from focalmix_lib.training.data import TrainingData, sample_batch
@@ -61,8 +62,8 @@ def prepare_run_folder(run: RunFolder, cfg: TrainConfig) -> None:
     changed = [f.name for f in fields(cfg)
                if f.name not in ("steps", "device") and getattr(saved, f.name) != getattr(cfg, f.name)]
     if changed:
-        raise ValueError(f"{run.config_path}: this run folder was made with other values of {changed}; "
-                         f"use another --out folder, or the same settings to resume")
+        raise KitInputError(run.config_path, f"this run folder was made with other values of {changed}; "
+                                             "use another --out folder, or the same settings to resume")
     save_yaml(cfg, run.config_path)
 
 
@@ -78,9 +79,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True, on_log: 
     rank = dist.get_rank() if distributed else 0
     if rank == 0:
         prepare_run_folder(run, cfg)
-    found = run.checkpoints()
-    start = found[-1][0] if found else 0
-    if start >= cfg.steps and run.status() == "completed":
+    if run.status() == "completed" and any(step >= cfg.steps for step, _ in run.checkpoints()):
         return "completed"
 
     device = pick_device(cfg.device)
@@ -89,11 +88,13 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True, on_log: 
     model = build_model(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(s, cfg))
-    if found:
+    start = 0
+    if run.checkpoints():  # the newest intact one: a damaged newest checkpoint is skipped with a warning
         state = run.load_checkpoint(map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        start = int(state["step"])
     detector = model
     if distributed:
         model = torch.nn.parallel.DistributedDataParallel(model)
