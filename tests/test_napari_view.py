@@ -213,10 +213,14 @@ def test_threshold_slider_hides_detections_below_it(luna_folder: Path) -> None:
     viewer = napari_view.build_viewer(scene, threshold=0.5)
     try:
         detections = viewer.layers[napari_view.DETECTION_LAYER]
-        np.testing.assert_array_equal(detections.shown, [True, True, False])
-        # Sizes are display mm; points sit at voxel index x spacing (the stored frame is the patient's).
-        np.testing.assert_allclose(detections.size, napari_view.DETECTION_DOT_SCALE * DETECTION_DIAMETERS_MM)
-        np.testing.assert_allclose(detections.data, DETECTIONS_ZYX * GEOMETRY.spacing_zyx)
+
+        def assert_shows(rows: list[int]) -> None:
+            # Sizes are display mm; points sit at voxel index x spacing (the stored frame is the patient's).
+            np.testing.assert_allclose(detections.data, DETECTIONS_ZYX[rows] * GEOMETRY.spacing_zyx)
+            np.testing.assert_allclose(detections.size, napari_view.DETECTION_DOT_SCALE * DETECTION_DIAMETERS_MM[rows])
+            np.testing.assert_array_equal(detections.features["probability"], DETECTION_PROBABILITIES[rows])
+
+        assert_shows([0, 1])
         assert detections.face_colorbar.visible
         annotations = viewer.layers[napari_view.ANNOTATION_LAYER]
         np.testing.assert_allclose(annotations.data, NODULES_ZYX * GEOMETRY.spacing_zyx)
@@ -236,13 +240,35 @@ def test_threshold_slider_hides_detections_below_it(luna_folder: Path) -> None:
 
         slider = viewer.window.dock_widgets[napari_view.THRESHOLD_WIDGET]
         slider.value = 0.7
-        np.testing.assert_array_equal(detections.shown, [True, False, False])
+        assert_shows([0])
         assert "dots: 1 of 3 detections, p >= 0.70" in caption.text
         slider.value = 0.1
-        np.testing.assert_array_equal(detections.shown, [True, True, True])
+        assert_shows([0, 1, 2])
         assert "dots: 3 of 3 detections, p >= 0.10" in caption.text
     finally:
         viewer.close()
+
+
+def test_render_draws_no_detection_below_the_threshold(luna_folder: Path, tmp_path: Path) -> None:
+    """The false positive (p = 0.2, autumn colour (255, 51, 0)) is in the scene at threshold 0.1, not at 0.5."""
+    pytest.importorskip("napari", reason="napari is not installed (pip install -e '.[viz]')")
+    from PIL import Image
+
+    from focalmix_lib.viz.napari_view import CAPTION_FRACTION, render_png, scene_from_files
+
+    scene = scene_from_files(luna_folder, UID, luna_folder / "predictions_sized.csv")
+    # Drawn 20 mm wide, so that its dot covers a few pixels of a small image.
+    low = replace(scene, detections_zyx=DETECTIONS_ZYX[2:], detection_diameters_mm=np.array([20.0]),
+                  probabilities=DETECTION_PROBABILITIES[2:])
+    dot_pixels = []
+    for threshold in (0.5, 0.1):
+        out = render_png(tmp_path / f"at_{threshold}.png", low, threshold=threshold, size=(120, 120))
+        with Image.open(out) as image:
+            rgb = np.asarray(image.convert("RGB"), dtype=np.int64)
+        # Below the caption, left of the colour bar (which shows every colour).
+        scene_part = rgb[int(CAPTION_FRACTION * 120):, :90]
+        dot_pixels.append(int((np.abs(scene_part - [255, 51, 0]).max(axis=-1) <= 30).sum()))
+    assert dot_pixels[0] == 0 and dot_pixels[1] > 3
 
 
 def test_view_command_renders_a_png_headless(luna_folder: Path, tmp_path: Path) -> None:

@@ -16,8 +16,8 @@ index times the spacing, that is world (z, y, x) less the scan's lowest corner.
   nor the nodule's own surface hides it, and the nodule shows inside it;
 - ``detections``: a dot at each detection, ``DETECTION_DOT_SCALE`` times its diameter
   (a fixed display size where the detector gives none), coloured by probability with
-  a colour bar, hidden below a probability threshold that a slider docked on the right
-  controls. A found nodule is a dot inside a ring;
+  a colour bar, left out below a probability threshold that a slider docked on the
+  right controls. A found nodule is a dot inside a ring;
 - ``orientation``: the words head, feet, right and left (the patient's) at the middle
   of the faces of the scan's box; they turn with the camera;
 - a text overlay: the scan, the threshold with how many detections pass it, the legend.
@@ -293,6 +293,8 @@ def build_viewer(
         features={"probability": probability}, face_color="probability", face_colormap=DETECTION_COLORMAP,
         face_contrast_limits=(0.0, 1.0), border_color="black", border_width=0.1,
         blending="translucent_no_depth",
+        metadata={"all": {"points_mm": detections, "sizes_mm": DETECTION_DOT_SCALE * detection_sizes,
+                          "probability": probability}},
     )
     dots.face_colorbar.visible = len(detections) > 0
     _add_orientation_labels(viewer, volume.shape, spacing)
@@ -325,12 +327,21 @@ def _add_orientation_labels(viewer: napari.Viewer, shape_zyx: tuple[int, ...], s
 
 
 def set_detection_threshold(viewer: napari.Viewer, threshold: float) -> None:
-    """Show the detections with probability >= ``threshold``, hide the others, and say so in the caption."""
+    """Show the detections with probability >= ``threshold``, hide the others, and say so in the caption.
+
+    The layer holds only the detections shown (its metadata keeps them all): napari 0.9
+    ignores ``Points.shown`` where every axis is displayed, as in 3D, and draws them all.
+    """
     layer = viewer.layers[DETECTION_LAYER]
-    layer.shown = layer.features["probability"].to_numpy() >= threshold
+    everything = layer.metadata["all"]
+    keep = everything["probability"] >= threshold
+    layer.data = everything["points_mm"][keep]
+    layer.features = {"probability": everything["probability"][keep]}
+    layer.size = everything["sizes_mm"][keep]
+    layer.face_color = "probability"  # the colours of the rows kept, from the colormap again
     layer.metadata["threshold"] = float(threshold)
     viewer.canvas.overlays.text.text = overlay_text(
-        viewer.layers[CT_LAYER].metadata["seriesuid"], threshold, int(layer.shown.sum()), len(layer.data),
+        viewer.layers[CT_LAYER].metadata["seriesuid"], threshold, int(keep.sum()), len(keep),
         len(viewer.layers[ANNOTATION_LAYER].data),
     )
 
