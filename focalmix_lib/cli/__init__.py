@@ -19,8 +19,8 @@ from focalmix_lib import __version__
 from focalmix_lib.errors import ConfigError, KitInputError
 
 # Modules of this package that register subcommands, in the order of the help text.
-COMMAND_MODULES = ("data_commands", "train_commands", "evaluate_command", "view_command", "reproduce_command",
-                   "book_command")
+COMMAND_MODULES = ("data_commands", "train_commands", "detect_command", "evaluate_command", "view_command",
+                   "reproduce_command", "book_command")
 
 
 def int_at_least(low: int) -> Callable[[str], int]:

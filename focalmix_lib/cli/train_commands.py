@@ -1,4 +1,4 @@
-"""``focalmix train`` and ``focalmix detect``."""
+"""``focalmix train``."""
 
 from __future__ import annotations
 
@@ -24,16 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--detect", action="store_true", help="after training, detect and evaluate the test scans")
     train.set_defaults(handler=run_train)
 
-    detect = subparsers.add_parser(
-        "detect", help="detect nodules in a run's test scans and write a LUNA16 submission CSV")
-    detect.add_argument("--run", required=True, help="run folder written by focalmix train")
-    detect.add_argument("--data", help="data folder (default: the run's data_dir)")
-    detect.add_argument("--out", help="submission CSV (default: RUN/predictions.csv)")
-    detect.add_argument("--evaluate", action="store_true", help="also write RUN/froc.json with the LUNA16 FROC")
-    detect.set_defaults(handler=run_detect)
-
 
 def run_train(args: argparse.Namespace) -> int:
+    from focalmix_lib.cli.detect_command import print_froc
     from focalmix_lib.config import from_preset, parse_overrides
     from focalmix_lib.reproduction.pipeline import run_pipeline
     from focalmix_lib.training.config import TrainConfig
@@ -49,21 +42,5 @@ def run_train(args: argparse.Namespace) -> int:
     if outcome.predictions is not None:
         print(f"predictions: {outcome.predictions}")
     if outcome.froc is not None:
-        _print_froc(outcome.froc)
+        print_froc(outcome.froc)
     return 0
-
-
-def run_detect(args: argparse.Namespace) -> int:
-    from focalmix_lib.evaluation.run_evaluation import evaluate_run
-    from focalmix_lib.inference.run_detection import detect_run
-
-    path = detect_run(args.run, args.data, args.out)
-    print(f"predictions: {path}")
-    if args.evaluate:
-        _print_froc(evaluate_run(args.run, args.data, predictions=path))
-    return 0
-
-
-def _print_froc(result) -> None:
-    points = "  ".join(f"{k}: {v:.3f}" for k, v in result.sensitivity_at.items())
-    print(f"CPM {result.cpm:.3f}  ({result.n_detected}/{result.n_nodules} nodules found)\nsensitivity at FP/scan  {points}")

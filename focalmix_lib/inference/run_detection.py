@@ -2,7 +2,7 @@
 
 :class:`TrainedRun` loads a run folder once (its config.yaml, its newest checkpoint
 as data: ``weights_only=True``) and refuses, with a :class:`KitInputError` naming
-the file, a missing folder, a missing config.yaml, a run without a checkpoint and,
+the file, a missing folder, a missing config.yaml, a run without an intact checkpoint and,
 unless ``allow_incomplete``, a run that diverged, failed or never completed.
 :func:`detect_scans` detects nodules in any scans (whole-scan sliding windows over
 the grown lung mask, NMS) and writes ``seriesuid,coordX,coordY,coordZ,probability``
@@ -13,7 +13,6 @@ scores.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -75,13 +74,7 @@ class TrainedRun:
             reason = f" ({folder.error().splitlines()[0]})" if folder.error() else ""
             raise KitInputError(folder.path, f"the run is {status or 'not started'}{reason}, not completed; "
                                              "pass --allow-incomplete to detect with its newest checkpoint anyway")
-        try:
-            state = folder.load_checkpoint(map_location="cpu")
-        except FileNotFoundError:
-            raise KitInputError(folder.checkpoint_dir, "no checkpoint: the run never saved one") from None
-        except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
-            raise KitInputError(folder.checkpoint_dir, f"checkpoint cannot be read: {str(error).splitlines()[0]}"
-                                ) from None
+        state = folder.load_checkpoint(map_location="cpu")  # no or no intact checkpoint: a KitInputError
         model = build_model(cfg)
         try:
             model.load_state_dict(state["model"])
