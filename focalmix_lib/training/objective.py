@@ -26,7 +26,7 @@ from torch import Tensor
 
 from focalmix_lib.detection.anchors import flatten_levels
 from focalmix_lib.detection.boxes import BoxCoder, nms_3d
-from focalmix_lib.detection.matching import build_targets
+from focalmix_lib.detection.matching import build_batch_targets
 from focalmix_lib.detection.model import DetectorOutput
 from focalmix_lib.detection.protocol import Detector
 from focalmix_lib.losses import box_regression_loss, soft_focal_loss
@@ -65,14 +65,10 @@ class StepLosses:
 
 def labeled_targets(anchors: Tensor, boxes: list[Tensor], coder: BoxCoder, positive_iou: float,
                     negative_iou: float) -> LabeledTargets:
-    """Match every patch's annotated boxes (M_b, 6) to the anchors (N, 6)."""
-    per_patch = [build_targets(anchors, b.to(anchors), coder, positive_iou, negative_iou) for b in boxes]
-    return LabeledTargets(
-        cls=torch.stack([t.cls_target for t in per_patch]),
-        valid=torch.stack([t.valid for t in per_patch]),
-        box=torch.stack([t.box_target for t in per_patch]),
-        positive=torch.stack([t.positive for t in per_patch]),
-    )
+    """Match every patch's annotated boxes (M_b, 6) to the anchors (N, 6), the whole batch in one call."""
+    targets = build_batch_targets(anchors, [b.to(anchors) for b in boxes], coder, positive_iou, negative_iou)
+    return LabeledTargets(cls=targets.cls_target, valid=targets.valid, box=targets.box_target,
+                          positive=targets.positive)
 
 
 def unlabeled_weight(step: int, cfg: TrainConfig) -> float:
