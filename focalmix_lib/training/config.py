@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import ClassVar
 
 METHODS = ("supervised", "focalmix")
+OBJECT_BOXES = ("predicted", "anchors")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,11 @@ class TrainConfig:
     image_mixup: bool | None = None
     object_mixup: bool | None = None
     object_confidence: float = 0.8  # predicted boxes above this take part in object MixUp
+    # Objects of unlabeled patches: "predicted" = the box head decoded at the confident anchors,
+    # deltas averaged over the K views (the paper); "anchors" = the confident anchor cubes themselves.
+    object_boxes: str = "predicted"
+    # Supervised burn-in: image and object MixUp start at this step (0 = from the first step, the paper).
+    mixup_start_step: int = 0
     unlabeled_weight: float = 1.0  # weight of the unlabeled loss after ramp-up
     rampup_steps: int = 1000  # linear ramp-up of the unlabeled weight
     # --- inference --------------------------------------------------------------
@@ -101,3 +107,7 @@ class TrainConfig:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if self.steps < 0 or self.batch_labeled < 1:
             raise ValueError("steps must be >= 0 and batch_labeled >= 1")
+        if self.object_boxes not in OBJECT_BOXES:
+            raise ValueError(f"object_boxes must be one of {OBJECT_BOXES}, got {self.object_boxes!r}")
+        if self.mixup_start_step < 0:
+            raise ValueError(f"mixup_start_step must be >= 0, got {self.mixup_start_step}")
