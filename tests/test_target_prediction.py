@@ -6,8 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from focalmix_lib.detection.boxes import BoxCoder
 from focalmix_lib.ssl.target_prediction import (
+    averaged_view_predictions,
     averaged_view_probabilities,
+    delta_inverse_matrix,
     predict_anchor_targets,
     sharpen,
     sharpen_logits,
@@ -124,3 +127,62 @@ def test_level_maps_that_do_not_tile_the_patch_are_refused():
 
     with pytest.raises(ValueError, match="not a multiple"):
         predict_anchor_targets(cropped, _patches(), list(GROUP[:2]), temperature=0.5)
+
+
+WEIGHTS = (10.0, 10.0, 5.0, 5.0, 2.0, 1.0)  # unequal on purpose: the inverse must carry their ratios
+
+
+@pytest.mark.parametrize("transform", GROUP)
+def test_deltas_read_in_a_view_map_back_to_the_deltas_of_the_patch(transform):
+    """The same box seen in view g: its deltas against the mapped anchor, mapped back, are its deltas."""
+    coder, shape = BoxCoder(WEIGHTS), (8, 8, 8)
+    anchors = torch.tensor([[1.0, 2.0, 3.0, 3.0, 4.0, 5.0], [0.0, 0.0, 0.0, 4.0, 4.0, 4.0]], dtype=torch.float64)
+    boxes = torch.tensor([[1.5, 1.0, 2.5, 3.0, 4.5, 6.5], [0.5, -1.0, 1.0, 3.0, 5.0, 2.0]], dtype=torch.float64)
+    seen = coder.encode(transform.apply_to_boxes(anchors, shape), transform.apply_to_boxes(boxes, shape))
+    back = seen @ delta_inverse_matrix(transform, WEIGHTS).T
+    torch.testing.assert_close(back, coder.encode(anchors, boxes), rtol=1e-12, atol=1e-12)
+
+
+def _consistent_predictor(delta_maps, transforms):
+    """A detector that sees the same boxes in every view: view k's delta maps are g_k of the patch's
+    maps, read in view k's axes; the class branch is :func:`equivariant_logits`."""
+    def predict(views):
+        deltas = []
+        for level in delta_maps:
+            per_view = []
+            for transform in transforms:
+                forward = torch.linalg.inv(delta_inverse_matrix(transform, WEIGHTS)).to(level)
+                per_view.append(torch.einsum("ij,bajdhw->baidhw", forward, transform.apply(level)))
+            deltas.append(torch.cat(per_view))
+        return equivariant_logits(views), deltas
+    return predict
+
+
+@pytest.mark.parametrize("k", [1, 4, 16])
+def test_view_average_of_consistent_deltas_is_exact_and_probabilities_are_unchanged(k):
+    patches = _patches()
+    transforms = random_transforms(k, torch.Generator().manual_seed(k))
+    generator = torch.Generator().manual_seed(3)
+    delta_maps = [torch.randn(2, len(scales), 6, 8 // stride, 8 // stride, 8 // stride, generator=generator,
+                              dtype=torch.float64) for stride, scales in zip(STRIDES, ANCHOR_SCALES)]
+    probabilities, deltas = averaged_view_predictions(_consistent_predictor(delta_maps, transforms), patches,
+                                                      transforms, WEIGHTS)
+    for got, want in zip(deltas, delta_maps):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    for got, want in zip(probabilities, averaged_view_probabilities(equivariant_logits, patches, transforms)):
+        assert torch.equal(got, want)
+
+
+def test_view_average_of_inconsistent_deltas_cancels_what_the_views_disagree_on():
+    """A head that always says 'the box is one anchor side further along z' in its own axes: the
+    identity and the z flip disagree on the direction, and their average is the anchor itself."""
+    transforms = [GROUP[0], next(g for g in GROUP if g.flip_z and not g.flip_x and g.rot90 == 0)]
+    patches = _patches()
+
+    def predict(views):
+        shift = torch.tensor([1.0, 0, 0, 0, 0, 0], dtype=views.dtype).reshape(1, 1, 6, 1, 1, 1)
+        return equivariant_logits(views), [shift.expand(views.shape[0], len(scales), 6, *[8 // stride] * 3)
+                                           for stride, scales in zip(STRIDES, ANCHOR_SCALES)]
+
+    _, deltas = averaged_view_predictions(predict, patches, transforms, WEIGHTS)
+    assert all(torch.equal(level, torch.zeros_like(level)) for level in deltas)

@@ -14,7 +14,9 @@ from focalmix_lib.ssl.mixup import (
     object_mixup,
 )
 from focalmix_lib.ssl.target_prediction import (
+    averaged_view_predictions,
     averaged_view_probabilities,
+    delta_inverse_matrix,
     predict_anchor_targets,
     sharpen,
     sharpen_logits,
@@ -25,8 +27,10 @@ __all__ = [
     "GROUP",
     "IDENTITY",
     "SpatialTransform",
+    "averaged_view_predictions",
     "averaged_view_probabilities",
     "box_region",
+    "delta_inverse_matrix",
     "image_mixup",
     "mix_with_partner",
     "mixup_lambda",

@@ -97,6 +97,16 @@ class SpatialTransform:
         high = self.apply_to_points(boxes[:, 3:], shape_zyx)
         return torch.cat((torch.minimum(low, high), torch.maximum(low, high)), dim=1)
 
+    def linear_part(self) -> torch.Tensor:
+        """The signed permutation M (3, 3), float64, with ``apply_to_points(p) = M p + c``.
+
+        Offsets between points (a box centre minus its anchor centre, say) map by M alone;
+        ``M^-1 = M^T``. The same on every volume the transform accepts, so it is read off a cube.
+        """
+        unit = torch.cat((torch.zeros(1, 3), torch.eye(3))).to(torch.float64)  # the origin and e_z, e_y, e_x
+        mapped = self.apply_to_points(unit, (2, 2, 2))
+        return (mapped[1:] - mapped[0]).T  # column i is the image of e_i
+
     def _flip_dims(self) -> tuple[int, ...]:
         return tuple(dim for dim, on in zip((-3, -2, -1), (self.flip_z, self.flip_y, self.flip_x)) if on)
 

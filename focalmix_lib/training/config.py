@@ -19,6 +19,7 @@ METHODS = ("supervised", "focalmix")
 VIEW_COUNT = 16
 LUNA16_SUBSETS = range(10)
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+OBJECT_BOXES = ("predicted", "anchors")
 
 
 def _model_preset_problem(name: str) -> str | None:
@@ -68,6 +69,11 @@ class TrainConfig:
     image_mixup: bool | None = None
     object_mixup: bool | None = None
     object_confidence: float = 0.8  # predicted boxes above this take part in object MixUp
+    # Objects of unlabeled patches: "predicted" = the box head decoded at the confident anchors,
+    # deltas averaged over the K views (the paper); "anchors" = the confident anchor cubes themselves.
+    object_boxes: str = "predicted"
+    # Supervised burn-in: image and object MixUp start at this step (0 = from the first step, the paper).
+    mixup_start_step: int = 0
     unlabeled_weight: float = 1.0  # weight of the unlabeled loss after ramp-up
     rampup_steps: int = 1000  # linear ramp-up of the unlabeled weight
     # --- inference --------------------------------------------------------------
@@ -130,6 +136,8 @@ class TrainConfig:
         "image_mixup": one_of((True, False)),
         "object_mixup": one_of((True, False)),
         "object_confidence": between(0, 1),
+        "object_boxes": one_of(OBJECT_BOXES),
+        "mixup_start_step": at_least(0),
         "unlabeled_weight": at_least(0),
         "rampup_steps": at_least(0),
         "window_overlap": between(0, 1, high_open=True),

@@ -31,7 +31,7 @@ from focalmix_lib.detection.model import DetectorOutput
 from focalmix_lib.detection.protocol import Detector
 from focalmix_lib.losses import box_regression_loss, soft_focal_loss
 from focalmix_lib.ssl.mixup import image_mixup, mixup_lambda, mixup_valid_mask, object_mixup
-from focalmix_lib.ssl.target_prediction import predict_anchor_targets
+from focalmix_lib.ssl.target_prediction import averaged_view_predictions, predict_anchor_targets, sharpen
 from focalmix_lib.ssl.transforms import random_transforms
 from focalmix_lib.training.config import TrainConfig
 from focalmix_lib.training.data import Batch
@@ -89,19 +89,47 @@ def classification_loss(logits: Tensor, targets: Tensor, valid: Tensor, cfg: Tra
     return (loss * valid).sum() / (targets * valid).sum().clamp_min(1.0)
 
 
-def confident_boxes(anchors: Tensor, probabilities: Tensor, threshold: float) -> list[Tensor]:
+def confident_boxes(boxes: Tensor, probabilities: Tensor, threshold: float) -> list[Tensor]:
     """Predicted objects of unlabeled patches for object MixUp.
 
-    ``probabilities`` (B, N): the averaged, sharpened anchor predictions. The anchors
-    above ``threshold`` (after NMS, at most :data:`MAX_PREDICTED_OBJECTS`) stand for
-    the predicted boxes. Returns per patch a (M_b, 6) tensor.
+    ``boxes`` (B, N, 6): each anchor's predicted box (the decoded, view-averaged box deltas,
+    or the anchor cube itself with ``object_boxes="anchors"``); ``probabilities`` (B, N): the
+    averaged, sharpened anchor predictions. The boxes of anchors above ``threshold``, after
+    NMS (IoU 0.1) by probability, at most :data:`MAX_PREDICTED_OBJECTS`. Returns per patch
+    a (M_b, 6) tensor.
     """
     objects = []
-    for scores in probabilities:
+    for patch_boxes, scores in zip(boxes, probabilities):
         above = torch.nonzero(scores > threshold).squeeze(1)
-        keep = nms_3d(anchors[above], scores[above], iou_threshold=0.1, max_kept=MAX_PREDICTED_OBJECTS)
-        objects.append(anchors[above[keep]])
+        keep = nms_3d(patch_boxes[above], scores[above], iou_threshold=0.1, max_kept=MAX_PREDICTED_OBJECTS)
+        objects.append(patch_boxes[above[keep]])
     return objects
+
+
+def predicted_targets(detector: Detector, anchors: Tensor, patches: Tensor, cfg: TrainConfig,
+                      generator: torch.Generator, with_boxes: bool) -> tuple[Tensor, Tensor]:
+    """Anchor-level target prediction for unlabeled patches (B, 1, D, H, W), without gradient.
+
+    Returns the sharpened targets q (B, N) and each anchor's predicted box (B, N, 6). With
+    ``with_boxes`` the box head runs on the K views too, its deltas are averaged over them
+    (exactly, :func:`averaged_view_predictions`) and decoded at the anchors; without it only
+    the class branch runs and the boxes are the anchor cubes.
+    """
+    views = random_transforms(cfg.augmentations, generator)
+    if not with_boxes:
+        def predict_logits(images: Tensor) -> list[Tensor]:
+            return [logits.float() for logits in detector.classify(images)]
+
+        guessed = flatten_levels(predict_anchor_targets(predict_logits, patches, views, cfg.temperature))
+        return guessed, anchors.expand(patches.shape[0], -1, -1)
+
+    def predict(images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        output = detector(images)
+        return [logits.float() for logits in output.cls_logits], [deltas.float() for deltas in output.box_deltas]
+
+    probabilities, deltas = averaged_view_predictions(predict, patches, views, detector.box_coder.weights)
+    guessed = flatten_levels([sharpen(p_bar, cfg.temperature) for p_bar in probabilities])
+    return guessed, detector.box_coder.decode(anchors, flatten_levels(deltas))
 
 
 def total_objective(loss_labeled: Tensor, loss_box: Tensor, loss_unlabeled: Tensor, weight: float,
@@ -124,11 +152,13 @@ def step_losses(detector: Detector, batch: Batch, cfg: TrainConfig, step: int, g
     1. match the labeled boxes to the detector's anchors (hard targets);
     2. FocalMix: predict the unlabeled patches' anchor targets over K views (sec. 3.2);
     3. image-level MixUp of images and targets over the whole batch (eq. 10-13), then
-       object-level MixUp of annotated and confidently predicted objects (sec. 3.3);
+       object-level MixUp of annotated and confidently predicted objects (sec. 3.3); both
+       from step ``cfg.mixup_start_step`` on (a supervised burn-in; 0 = the paper);
     4. forward the mixed batch and combine the losses with :func:`total_objective`.
 
     ``forward`` is the training forward (a DistributedDataParallel wrapper of
-    ``detector``, say); target prediction uses ``detector.classify`` without gradient.
+    ``detector``, say); target prediction uses ``detector`` without gradient (only
+    ``detector.classify`` when no predicted boxes are needed).
     ``generator`` draws every random choice of the step (views, lambda, partners), so a
     step is reproducible from ``(seed, step)``.
     """
@@ -139,24 +169,22 @@ def step_losses(detector: Detector, batch: Batch, cfg: TrainConfig, step: int, g
     targets = labeled_targets(anchors, batch.boxes, detector.box_coder, detector.positive_iou, detector.negative_iou)
     images, soft_targets, valid = labeled_images, targets.cls, targets.valid
     objects = list(batch.boxes)
+    mixing = step >= cfg.mixup_start_step  # after the supervised burn-in (docs/method.md, departures)
     if unlabeled_images is not None:
-        views = random_transforms(cfg.augmentations, generator)
-        def predict_logits(patches: Tensor) -> list[Tensor]:
-            return [logits.float() for logits in detector.classify(patches)]
-
-        guessed = flatten_levels(predict_anchor_targets(predict_logits, unlabeled_images, views, cfg.temperature))
+        with_boxes = bool(cfg.object_mixup) and mixing and cfg.object_boxes == "predicted"
+        guessed, boxes = predicted_targets(detector, anchors, unlabeled_images, cfg, generator, with_boxes)
         images = torch.cat([images, unlabeled_images])
         soft_targets = torch.cat([soft_targets, guessed])
         valid = torch.cat([valid, torch.ones_like(guessed, dtype=torch.bool)])
-        objects += confident_boxes(anchors, guessed, cfg.object_confidence)
+        objects += confident_boxes(boxes, guessed, cfg.object_confidence)
 
     lam = 1.0
-    if cfg.image_mixup:
+    if cfg.image_mixup and mixing:
         lam = mixup_lambda(cfg.eta, generator)
         permutation = torch.randperm(images.shape[0], generator=generator).to(images.device)
         images, soft_targets = image_mixup(images, soft_targets, lam, permutation)
         valid = mixup_valid_mask(valid, permutation)
-    if cfg.object_mixup:
+    if cfg.object_mixup and mixing:
         lam = mixup_lambda(cfg.eta, generator) if not cfg.image_mixup else lam
         images = object_mixup(images, objects, lam, generator)
 
