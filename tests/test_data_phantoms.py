@@ -2,6 +2,7 @@
 
 import csv
 import filecmp
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,3 +92,23 @@ def test_force_replaces_kit_phantoms_only(tmp_path):
     assert not (out / "old.txt").exists() and (out / "annotations.csv").is_file()
     assert phantoms.read_phantom_marker(out).seed == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_z_flipped_phantom_is_the_same_patient_stored_head_first(tmp_path: Path) -> None:
+    """Stored in either slice order, a phantom has the same anatomy in world coordinates: the
+    arrays are each other's reverse along z and every finding keeps its world position."""
+    from focalmix_lib.data.luna_csv import read_annotations
+
+    sets = {}
+    for fraction in (0.0, 1.0):
+        out = tmp_path / f"flipped{fraction}"
+        make_phantoms(out, profile_from_name("quick", n_labeled=2, n_subsets=1, n_unlabeled=0,
+                                             z_flipped_fraction=fraction), seed=3, progress=False, workers=1)
+        sets[fraction] = out
+    straight, flipped = (read_annotations(sets[f] / "annotations.csv") for f in (0.0, 1.0))
+    assert len(straight) > 0
+    np.testing.assert_allclose(flipped.world_xyz, straight.world_xyz, atol=1e-6)
+    for mhd in sorted((sets[0.0] / "subset0").glob("*.mhd")):
+        a, b = read_scan(mhd), read_scan(sets[1.0] / "subset0" / mhd.name)
+        assert b.geometry.direction[8] == -1.0 and a.geometry.direction[8] == 1.0
+        np.testing.assert_array_equal(b.volume[::-1], a.volume)

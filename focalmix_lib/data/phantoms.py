@@ -148,10 +148,19 @@ def generate_scan(job: _ScanJob) -> list[tuple[str, tuple[float, float, float], 
         noise_hu=profile.noise_hu, correlated_noise_hu=profile.correlated_noise_hu,
     )
     volume, findings = render_chest(recipe, rng)
+    # The chest is drawn with its apex at the last array slice. A z-flipped scan stores its
+    # slices head first, so its array is reversed: the apex stays at high world z (the head).
+    flipped = geometry.direction == _Z_FLIP
+    if flipped:
+        volume = np.ascontiguousarray(volume[::-1])
     write_mhd(job.path, volume, geometry)
+    last_slice_mm = (geometry.shape_zyx[0] - 1) * geometry.spacing_zyx[0]
     rows = []
     for f in findings:
-        world = voxel_to_world(np.asarray(f.centre_mm) / np.asarray(geometry.spacing_zyx), geometry)
+        centre_mm = np.asarray(f.centre_mm, dtype=np.float64)
+        if flipped:
+            centre_mm[0] = last_slice_mm - centre_mm[0]
+        world = voxel_to_world(centre_mm / np.asarray(geometry.spacing_zyx), geometry)
         rows.append((job.uid, tuple(float(v) for v in world), f.diameter_mm, f.kind, f.location))
     return rows  # type: ignore[return-value]
 
