@@ -63,9 +63,8 @@ SCAN_SHAPES = {"quick": (130, 168, 168), "standard": STANDARD_SCAN_SHAPE}
 STAGES: list[tuple[str, Callable, bool]] = [
     ("patch sampling", sample_batch, True),
     ("anchors (model cache)", FPNDetector.anchors, True),
-    ("matching of the labeled boxes", objective.labeled_targets, True),
+    ("matching of the labeled boxes", build_batch_targets, True),
     ("  of it: IoU (matching and NMS)", box_iou, False),
-    ("  of it: build_batch_targets (every call)", build_batch_targets, False),
     ("  of it: box encoding", BoxCoder.encode, False),
     ("target prediction (K views, no grad)", predict_anchor_targets, True),
     ("confident boxes (threshold + NMS)", objective.confident_boxes, True),

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from focalmix_lib.detection.anchors import flatten_levels
-from focalmix_lib.detection.boxes import BoxCoder, nms_3d
+from focalmix_lib.detection.boxes import nms_3d
 from focalmix_lib.detection.matching import build_batch_targets
 from focalmix_lib.detection.model import DetectorOutput
 from focalmix_lib.detection.protocol import Detector
@@ -41,17 +41,6 @@ MAX_PREDICTED_OBJECTS = 4
 
 
 @dataclass(frozen=True)
-class LabeledTargets:
-    """Anchor targets of a labeled batch: ``cls`` (B, N) in {0, 1}, ``valid`` (B, N) bool,
-    ``box`` (B, N, 6) deltas, ``positive`` (B, N) bool."""
-
-    cls: Tensor
-    valid: Tensor
-    box: Tensor
-    positive: Tensor
-
-
-@dataclass(frozen=True)
 class StepLosses:
     """The loss of one step and its parts (``total`` carries the gradient)."""
 
@@ -61,14 +50,6 @@ class StepLosses:
     box: float
     unlabeled_weight: float
     mixup_lambda: float
-
-
-def labeled_targets(anchors: Tensor, boxes: list[Tensor], coder: BoxCoder, positive_iou: float,
-                    negative_iou: float) -> LabeledTargets:
-    """Match every patch's annotated boxes (M_b, 6) to the anchors (N, 6), the whole batch in one call."""
-    targets = build_batch_targets(anchors, [b.to(anchors) for b in boxes], coder, positive_iou, negative_iou)
-    return LabeledTargets(cls=targets.cls_target, valid=targets.valid, box=targets.box_target,
-                          positive=targets.positive)
 
 
 def unlabeled_weight(step: int, cfg: TrainConfig) -> float:
@@ -166,8 +147,9 @@ def step_losses(detector: Detector, batch: Batch, cfg: TrainConfig, step: int, g
     labeled_images, unlabeled_images = batch.labeled, batch.unlabeled
     n_labeled = labeled_images.shape[0]
     anchors = detector.anchors(tuple(labeled_images.shape[-3:]), labeled_images.device)
-    targets = labeled_targets(anchors, batch.boxes, detector.box_coder, detector.positive_iou, detector.negative_iou)
-    images, soft_targets, valid = labeled_images, targets.cls, targets.valid
+    targets = build_batch_targets(anchors, [b.to(anchors) for b in batch.boxes], detector.box_coder,
+                                  detector.positive_iou, detector.negative_iou)
+    images, soft_targets, valid = labeled_images, targets.cls_target, targets.valid
     objects = list(batch.boxes)
     mixing = step >= cfg.mixup_start_step  # after the supervised burn-in (docs/method.md, departures)
     if unlabeled_images is not None:
@@ -194,7 +176,8 @@ def step_losses(detector: Detector, batch: Batch, cfg: TrainConfig, step: int, g
 
     loss_labeled = classification_loss(logits[:n_labeled], soft_targets[:n_labeled], valid[:n_labeled], cfg)
     positive = targets.positive
-    box = box_regression_loss(deltas[:n_labeled][positive], targets.box[positive]).sum() / positive.sum().clamp_min(1)
+    box = (box_regression_loss(deltas[:n_labeled][positive], targets.box_target[positive]).sum()
+           / positive.sum().clamp_min(1))
     weight, loss_unlabeled = 0.0, torch.zeros((), device=logits.device)
     if unlabeled_images is not None:
         weight = unlabeled_weight(step, cfg)
