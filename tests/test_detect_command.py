@@ -126,7 +126,7 @@ def test_detect_on_own_scans_nifti_and_dicom_gives_the_marks_of_the_mhd(tiny_pha
     import SimpleITK as sitk
 
     run = _make_run(tmp_path / "run", tiny_phantoms)
-    mhd = sorted(tiny_phantoms.glob("subset0/*.mhd"))[0]
+    mhd = min(tiny_phantoms.glob("subset0/*.mhd"))
     image = sitk.ReadImage(str(mhd))
     own = tmp_path / "own"
     own.mkdir()
@@ -175,7 +175,7 @@ def test_bad_scan_paths_fail_in_one_line_before_any_work(tiny_phantoms: Path, tm
     _fails_in_one_line([*base, "--scans", str(tmp_path / "empty")], capsys, "empty: no scans here")
     truncated = tmp_path / "truncated"
     truncated.mkdir()
-    mhd = sorted(tiny_phantoms.glob("subset0/*.mhd"))[0]
+    mhd = min(tiny_phantoms.glob("subset0/*.mhd"))
     (truncated / mhd.name).write_bytes(mhd.read_bytes())
     raw = mhd.with_suffix(".raw")
     (truncated / raw.name).write_bytes(raw.read_bytes()[:1000])

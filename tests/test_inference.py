@@ -10,8 +10,7 @@ import torch
 from focalmix_lib.config import from_preset
 from focalmix_lib.data.coordinates import ScanGeometry, voxel_to_world
 from focalmix_lib.detection.anchors import flatten_levels
-from focalmix_lib.detection.boxes import box_iou
-from focalmix_lib.detection.boxes import box_centres_sides, nms_3d
+from focalmix_lib.detection.boxes import box_centres_sides, box_iou, nms_3d
 from focalmix_lib.detection.matching import build_targets
 from focalmix_lib.detection.model import DetectorConfig, FPNDetector
 from focalmix_lib.inference.run_detection import grown_lung_mask, inside_lungs

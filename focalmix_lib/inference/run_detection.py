@@ -60,7 +60,7 @@ class TrainedRun:
 
     @classmethod
     def load(cls, run_dir: str | Path, data_dir: str | Path | None = None, device: torch.device | str | None = None,
-             allow_incomplete: bool = False) -> "TrainedRun":
+             allow_incomplete: bool = False) -> TrainedRun:
         """Read config.yaml and the newest checkpoint; ``device`` defaults to the run's ``device`` setting.
 
         Unless ``allow_incomplete``, only a ``completed`` run is accepted: a diverged,
@@ -102,7 +102,7 @@ def grown_lung_mask(lung_mask: NDArray[np.bool_], margin_voxels: float) -> NDArr
     if margin_voxels < 1:
         return lung_mask
     return ndimage.binary_dilation(lung_mask, ndimage.generate_binary_structure(3, 1),
-                                   iterations=int(round(margin_voxels)))
+                                   iterations=round(margin_voxels))
 
 
 def inside_lungs(boxes: np.ndarray, scores: np.ndarray, lung_mask: np.ndarray, margin_voxels: float

@@ -37,7 +37,7 @@ def window_starts(side: int, patch_size: int, overlap: float) -> list[int]:
         raise ValueError(f"overlap must lie in [0, 1), got {overlap}")
     if side <= patch_size:
         return [0]
-    step = max(1, int(round(patch_size * (1 - overlap))))
+    step = max(1, round(patch_size * (1 - overlap)))
     count = math.ceil((side - patch_size) / step) + 1
     return [int(s) for s in np.rint(np.linspace(0, side - patch_size, count))]
 
