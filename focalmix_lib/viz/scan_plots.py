@@ -58,11 +58,14 @@ def nodule_slices(scan: PreprocessedScan, count: int) -> list[int]:
     return np.linspace(0, scan.volume.shape[0] - 1, count + 2)[1:-1].round().astype(int).tolist()
 
 
-def plot_nodule_slices(scan: PreprocessedScan, count: int = 4, window: tuple[float, float] = LUNG_WINDOW) -> Figure:
+def plot_nodule_slices(scan: PreprocessedScan, count: int = 4, window: tuple[float, float] = LUNG_WINDOW,
+                       detections: tuple[NDArray, NDArray] | None = None) -> Figure:
     """Axial slices through the scan's nodules, each nodule circled where its sphere cuts the slice.
 
     The circle of a nodule of diameter d centred at depth c has radius sqrt((d/2)^2 - (z - c)^2)
-    on slice z (the cross-section of the sphere), in mm.
+    on slice z (the cross-section of the sphere), in mm. ``detections``: boxes (K, 6) in voxels
+    of ``scan.volume`` and their probabilities (K,); a box that spans a slice is drawn on it as
+    a square labelled with its probability.
     """
     slices = nodule_slices(scan, count)
     spacing = scan.geometry.spacing_zyx
@@ -76,7 +79,13 @@ def plot_nodule_slices(scan: PreprocessedScan, count: int = 4, window: tuple[flo
             if radius_sq > 0:
                 ax.add_patch(Circle((cx * spacing[2], cy * spacing[1]), np.sqrt(radius_sq) + 1.5, fill=False,
                                     color="red", lw=1.5))
-    fig.suptitle(f"Scan {scan.uid[-12:]}: {len(scan.boxes)} annotated nodules (red circles), "
+        for box, probability in zip(*detections) if detections is not None else ():
+            if box[0] <= z <= box[3]:
+                (y1, x1), (y2, x2) = box[1:3] * spacing[1:], box[4:6] * spacing[1:]
+                ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="gold", lw=1.2, ls="--"))
+                ax.annotate(f"p = {probability:.2f}", (x2, y1), color="gold", fontsize=8, va="bottom")
+    found = "" if detections is None else f"; the detector's {len(detections[1])} best marks (gold squares)"
+    fig.suptitle(f"Scan {scan.uid[-12:]}: {len(scan.boxes)} annotated nodules (red circles){found}\n"
                  f"{spacing[0]:g} mm voxels, window {window[0]:.0f}..{window[1]:.0f} HU")
     fig.tight_layout()
     return fig
