@@ -46,6 +46,16 @@ def ball_scan() -> PreprocessedScan:
                             np.asarray([12.0], np.float32), volume > 0.05)
 
 
+def test_detections_are_drawn_on_the_slices_they_span(ball_scan):
+    boxes = np.asarray([[10, 13, 11, 14, 19, 17], [0, 0, 0, 4, 4, 4]], np.float32)  # on the nodule; far from slice 12
+    fig = scan_plots.plot_nodule_slices(ball_scan, detections=(boxes, np.asarray([0.93, 0.4], np.float32)))
+    squares = [p for p in fig.axes[0].patches if not hasattr(p, "radius")]
+    assert len(squares) == 1 and squares[0].get_xy() == (11 * 2.0, 13 * 2.0)  # mm, x then y
+    assert squares[0].get_width() == squares[0].get_height() == 12.0
+    assert [text.get_text() for text in fig.axes[0].texts] == ["p = 0.93"]
+    assert "2 best marks" in fig._suptitle.get_text()
+
+
 def test_hu_round_trip():
     hu = np.asarray([-1200.0, -600.0, 0.0, 600.0])
     from focalmix_lib.data.scans import normalize_hu
