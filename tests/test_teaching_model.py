@@ -29,6 +29,7 @@ TINY_STEPS = 2
 
 
 def test_cache_key_names_version_preset_seed_and_every_learned_setting(monkeypatch, tmp_path):
+    (tmp_path / "a").mkdir()  # a writable data folder keeps its cache beside it
     cfg = teaching.teaching_config(tmp_path / "a", steps=150, seed=3)
     key = teaching.cache_key(cfg)
     assert key.startswith(f"v{teaching.kit_version()}-quick-supervised-seed3-150steps-")
