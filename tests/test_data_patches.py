@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from focalmix_lib.data.dataset import Luna16Folder, PreprocessedScan, load_preprocessed
-from focalmix_lib.data.patches import extract_patch, sample_labeled_patch, sample_unlabeled_patch
+from focalmix_lib.data.patches import extract_patch, nodule_patch, sample_labeled_patch, sample_unlabeled_patch
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,17 @@ def test_positive_patches_hold_their_nodule(scan):
         # The nodule in patch coordinates is brighter than lung (lung ~ 0.19 after normalisation).
         k, j, i = np.clip(np.rint(centres[0]).astype(int), 0, 31)
         assert patch[k, j, i] > 0.3
+
+
+def test_a_nodule_patch_is_centred_on_its_nodule():
+    volume = np.zeros((40, 40, 40), np.float32)
+    boxes = np.array([[10, 10, 10, 14, 14, 14], [30.5, 29.5, 8.5, 34.5, 33.5, 12.5]], np.float32)
+    scan = PreprocessedScan("x", volume, None, boxes, np.array([4.0, 4.0], np.float32), np.ones_like(volume, bool))
+    for index in range(2):
+        patch, local = nodule_patch(scan, 16, index)
+        centre = (local[0, :3] + local[0, 3:]) / 2
+        assert patch.shape == (16, 16, 16) and len(local) == 1
+        assert np.all(np.abs(centre - (16 - 1) / 2) <= 0.5)  # the patch centre, to the nearest voxel
 
 
 def test_boxes_are_volume_boxes_minus_origin():

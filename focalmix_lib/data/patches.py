@@ -62,6 +62,14 @@ def _origin_for_centre(centre_zyx: NDArray[np.float64], size: int) -> NDArray[np
     return np.floor(np.asarray(centre_zyx, dtype=np.float64) - (size - 1) / 2.0 + 0.5).astype(np.int64)
 
 
+def nodule_patch(scan: PreprocessedScan, patch_size: int, index: int = 0) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """A (P, P, P) patch centred on nodule ``index`` of the scan, and its boxes (M, 6) in patch
+    coordinates: a labeled patch without the training jitter (the chapters show these)."""
+    box = scan.boxes[index].astype(np.float64)
+    origin = _origin_for_centre((box[:3] + box[3:]) / 2.0, patch_size)
+    return extract_patch(scan.volume, origin, patch_size), boxes_in_patch(scan.boxes, origin, patch_size)
+
+
 def sample_labeled_patch(
     scan: PreprocessedScan, patch_size: int, rng: np.random.Generator, positive_fraction: float = 0.5,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
