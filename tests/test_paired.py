@@ -10,7 +10,7 @@ import pytest
 from focalmix_lib.data.luna_csv import FindingTable
 from focalmix_lib.evaluation.bootstrap import draw_bootstrap_resamples
 from focalmix_lib.evaluation.luna16 import evaluate_froc, resampled_cpms
-from focalmix_lib.evaluation.paired import paired_cpm_difference, verdict_of
+from focalmix_lib.evaluation.paired import cpm_over_seeds, paired_cpm_difference, verdict_of
 
 UIDS = [f"1.2.{i}" for i in range(12)]
 
@@ -66,3 +66,14 @@ def test_no_verdict_from_fewer_than_three_seeds() -> None:
     assert verdict_of(0.1, 0.3, n_seeds=3) == "reproduced"
     assert verdict_of(-0.3, -0.1, n_seeds=3) == "contradicted"
     assert verdict_of(-0.1, 0.3, n_seeds=5) == "inconclusive"
+
+
+def test_cpm_over_seeds_gives_each_seeds_cpm_and_an_interval_around_their_mean() -> None:
+    runs = [submission(np.random.default_rng(s), 0.6) for s in range(3)]
+    estimate = cpm_over_seeds(ANNOTATIONS, NONE, UIDS, runs, n_resamples=300)
+    expected = [evaluate_froc(ANNOTATIONS, NONE, UIDS, r, bootstrap=0).cpm for r in runs]
+    assert estimate.per_seed == pytest.approx(expected, abs=1e-12)
+    assert estimate.mean == pytest.approx(np.mean(expected)) and estimate.std == pytest.approx(np.std(expected, ddof=1))
+    assert estimate.low <= estimate.mean <= estimate.high
+    # a single seed has a CPM but no spread
+    assert cpm_over_seeds(ANNOTATIONS, NONE, UIDS, runs[:1], n_resamples=50).std is None

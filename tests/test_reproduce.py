@@ -77,11 +77,14 @@ def test_grid_has_a_run_for_every_paper_row_and_shares_runs() -> None:
         assert [c.paper for c in cells if c.table == table] == read_paper_table(filename)
     filled = [key for run in runs for key in run.cells]
     assert sorted(filled) == sorted(c.key for c in cells)  # every cell once, by exactly one run
-    assert len({r.run_id for r in runs}) == len(runs) == 19  # 25 cells, 6 shared
+    assert len({r.run_id for r in runs}) == len(runs) == 19  # 29 cells, 10 shared ("all labeled" is Table 4's)
+    assert [c.settings["labeled"] for c in cells if c.table == "labels"] == [25, 50, 100, 0]  # 0: every scan
     shared = {run.cells for run in runs if len(run.cells) > 1}
     assert (("table1", "100 labeled + 400 unlabeled"), ("table3b", "K = 4"), ("table3c", "image + object MixUp"),
             ("figure3", "400 unlabeled")) in shared
-    assert (("table1", "100 labeled + 0 unlabeled"), ("table3a", "supervised"), ("figure3", "0 unlabeled")) in shared
+    assert (("table1", "100 labeled + 0 unlabeled"), ("labels", "100 labeled"), ("table3a", "supervised"),
+            ("figure3", "0 unlabeled")) in shared
+    assert (("labels", "all labeled"), ("table4", "Fully-supervised")) in shared
     by_cell = {key: run for run in runs for key in run.cells}
     both_off = by_cell["table3a", "SFL w/o soft alpha and beta"]
     assert both_off.overrides | {"soft_alpha": False, "soft_beta": False, "image_mixup": False,
@@ -118,7 +121,7 @@ def test_grid_runs_reports_and_a_rerun_skips_finished_runs(tmp_path: Path, profi
     table1 = text.split("## Table 1")[1].split("## ")[0]
     assert "| 25 labeled + 0 unlabeled | paper | 46.7 | 54.0 | 60.6 | 68.6 | 74.4 | 79.1 | 82.4 | 66.6 |" in table1
     assert "1 failed of 1" in table1
-    fifty = next(r for r in runs if r.cells == (("table1", "50 labeled + 0 unlabeled"),))
+    fifty = next(r for r in runs if ("table1", "50 labeled + 0 unlabeled") in r.cells)
     kit_cpm = json.loads((tmp_path / "reports/runs" / fifty.run_id / "froc.json").read_text(encoding="utf-8"))["cpm"]
     assert f"| 50 labeled + 0 unlabeled | paper | 57.2 |" in table1
     assert f"{100 * kit_cpm:.1f} |" in table1.split("| 50 labeled + 0 unlabeled |")[1].split("\n")[1]
@@ -242,3 +245,27 @@ def test_an_out_data_made_for_another_profile_is_refused(tmp_path: Path, quick_p
     with pytest.raises(KitInputError, match="n_subsets 2 .this needs 8."):
         reproduce("quick", tmp_path / "reports", chapters=False, executor=executor, progress=False)
     assert executor.calls == [] and sorted(p.name for p in (tmp_path / "reports" / "data").rglob("*")) == before
+
+
+def test_the_cpu_profile_runs_table1_and_the_label_budget_on_fresh_seeds() -> None:
+    cpu = PROFILES["cpu"]
+    cells, runs = build_grid(cpu, "unused", seeds=cpu.seeds, only=cpu.tables)
+    assert {r.seed for r in runs} == {1, 2, 3}  # seed 0 chose the settings (docs/reproduce.md)
+    per_seed = sorted((r.method, r.config.labeled) for r in runs if r.seed == 1)
+    assert per_seed == [("focalmix", 4), ("focalmix", 8), ("focalmix", 16),
+                        ("supervised", 0), ("supervised", 4), ("supervised", 8), ("supervised", 16)]
+    assert all(r.config.mixup_start_step == 200 and r.config.test_subsets == (3, 4) for r in runs)
+
+
+def test_the_label_budget_table_gives_an_interval_and_a_figure(tmp_path: Path, profile_phantoms: Path) -> None:
+    tables = run_quick(tmp_path, profile_phantoms, PredictingExecutor(), seeds=3, only=("labels",)).tables
+    text = tables.read_text(encoding="utf-8")
+    section = text.split("## Label budget")[1].split("## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "labeled" in line.split("|")[1]]
+    assert [row.split("|")[1].strip() for row in rows[1:]] == ["4 labeled", "8 labeled", "16 labeled", "all labeled"]
+    assert all("[" in row.split("|")[3] for row in rows[1:])  # the bootstrap interval of every budget
+    assert "supervised: all labeled scans beat 4 labeled scans" in text
+    assert (tmp_path / "reports/labels.png").stat().st_size > 1000 and "](labels.png)" in section
+    written = list(csv.DictReader((tmp_path / "reports/runs.csv").open()))
+    assert len(written) == 12 and {r["table"] for r in written} == {"labels"} and {r["seed"] for r in written} == {"0", "1", "2"}
+

@@ -9,6 +9,7 @@ from focalmix_lib.cli import int_at_least
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from focalmix_lib.reproduction.grid import TABLES, parse_shard
+    from focalmix_lib.reproduction.profiles import PROFILES
 
     parser = subparsers.add_parser(
         "reproduce", help="run the paper's ablation grid through papermill and write its tables",
@@ -16,12 +17,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the paper's tables (notebook 05 per run, deduplicated, resumable) and write OUT/tables.md, "
                     ".csv, .html and figure3.png with the paper's numbers beside the kit's.",
     )
-    parser.add_argument("--profile", choices=("quick", "standard", "paper"), default="quick")
+    parser.add_argument("--profile", choices=tuple(PROFILES), default="quick",
+                        help="quick: a smoke test of the pipeline (minutes); cpu: Table 1 and the label-budget "
+                             "curve with 3 seeds on a 2-core CPU (about 3 hours); standard, paper: a GPU")
     parser.add_argument("--out", default="reports", help="output folder (default: reports)")
-    parser.add_argument("--seeds", type=int_at_least(1), default=1, help="seeds per cell: mean ± std (default 1)")
+    parser.add_argument("--seeds", type=int_at_least(1),
+                        help="seeds per cell: mean ± std (default: the profile's, 3 for cpu, else 1)")
     parser.add_argument("--shard", type=parse_shard, help="run only shard i of n (0 <= i < n), e.g. $SLURM_ARRAY_TASK_ID/4")
-    parser.add_argument("--only", type=_tables, default=TABLES, metavar="TABLES",
-                        help=f"comma-separated tables (default: all of {','.join(TABLES)})")
+    parser.add_argument("--only", type=_tables, metavar="TABLES",
+                        help=f"comma-separated tables of {','.join(TABLES)} (default: the profile's; "
+                             "table1,labels for cpu, every table otherwise)")
     parser.add_argument("--collect", action="store_true",
                         help="run nothing: read every run folder (all shards) and write the tables")
     parser.add_argument("--data", help="LUNA16-layout folder (default: the profile's phantoms in OUT/data)")
@@ -45,13 +50,18 @@ def _tables(text: str) -> tuple[str, ...]:
 def run_reproduce(args: argparse.Namespace) -> int:
     import sys
 
+    from focalmix_lib.reproduction.profiles import PROFILES
     from focalmix_lib.reproduction.runner import reproduce
 
     outcome = reproduce(args.profile, args.out, seeds=args.seeds, shard=args.shard, only=args.only,
                         collect=args.collect, data=args.data, chapters=args.chapters)
     shard = f"{args.shard[0]}/{args.shard[1]}" if args.shard else ""
+    flags = (f" --seeds {args.seeds}" if args.seeds else "") + (f" --only {','.join(args.only)}" if args.only else "")
     print(f"tables: {outcome.tables}" if outcome.tables else f"shard {shard} done; when every shard has finished "
-          f"run: focalmix reproduce --profile {args.profile} --out {args.out} --seeds {args.seeds} --collect")
+          f"run: focalmix reproduce --profile {args.profile} --out {args.out}{flags} --collect")
+    if outcome.tables and PROFILES[args.profile].smoke:
+        print("smoke scale: these numbers check the pipeline, not the paper; the evidence on a 2-core CPU (about "
+              "3 hours): focalmix reproduce --profile cpu --out reports/cpu")
     failed = [*(f"chapter {line}" for line in outcome.failed_chapters), *(f"run {line}" for line in outcome.failed_runs)]
     if failed:
         print(f"focalmix reproduce: {len(failed)} failed (rerun the same command to retry them):", file=sys.stderr)

@@ -45,6 +45,11 @@ _IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 _Z_FLIP = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
 
 
+_QUICK = dict(n_labeled=24, n_subsets=2, n_unlabeled=16, in_plane_size=112, in_plane_spacing_mm=(2.7, 2.9),
+              slice_spacing_mm=(5.0, 5.0), scan_length_mm=(280.0, 300.0), nodules_per_scan=2.0,
+              diameter_median_mm=9.0, diameter_log_sd=0.35, diameter_range_mm=(6.0, 20.0), spacing_mm=2.0)
+
+
 @dataclass(frozen=True)
 class PhantomProfile:
     """Size and content of a phantom set. Defaults are the ``standard`` preset.
@@ -73,10 +78,9 @@ class PhantomProfile:
     spacing_mm: float = 1.5
 
     PRESETS = {
-        "quick": dict(n_labeled=24, n_subsets=2, n_unlabeled=16, in_plane_size=112,
-                      in_plane_spacing_mm=(2.7, 2.9), slice_spacing_mm=(5.0, 5.0), scan_length_mm=(280.0, 300.0),
-                      nodules_per_scan=2.0, diameter_median_mm=9.0, diameter_log_sd=0.35,
-                      diameter_range_mm=(6.0, 20.0), spacing_mm=2.0),
+        "quick": _QUICK,
+        # The quick phantoms, more of them: the ``cpu`` reproduction profile (36 training, 24 test scans).
+        "cpu": {**_QUICK, "n_labeled": 60, "n_subsets": 5, "n_unlabeled": 32},
         "paper": dict(n_labeled=888, n_subsets=10, n_unlabeled=400, in_plane_size=512,
                       in_plane_spacing_mm=(0.65, 0.8), slice_spacing_mm=(1.25, 2.5), scan_length_mm=(280.0, 340.0),
                       nodules_per_scan=1.35, spacing_mm=1.0),
@@ -84,7 +88,7 @@ class PhantomProfile:
 
 
 def profile_from_name(name: str, **overrides: Any) -> PhantomProfile:
-    """The preset ``quick``, ``standard`` or ``paper``, with field overrides."""
+    """The preset ``quick``, ``cpu``, ``standard`` or ``paper``, with field overrides."""
     return config.from_preset(PhantomProfile, name, **overrides)
 
 

@@ -27,7 +27,8 @@ from focalmix_lib.data.splits import split_scans
 from focalmix_lib.reproduction.profiles import ProfileScale, resolve_profile
 from focalmix_lib.training.config import TrainConfig
 
-TABLES = ("table1", "table3a", "table3b", "table3c", "table4", "figure3")
+# "labels" is the kit's own: supervised CPM against the labeled budget (is the task data-hungry?).
+TABLES = ("table1", "labels", "table3a", "table3b", "table3c", "table4", "figure3")
 PAPER_LABELED = (25, 50, 100)  # Table 1's labeled budgets
 NO_MIXUP = {"image_mixup": False, "object_mixup": False}
 
@@ -81,6 +82,9 @@ def paper_cells(scale: ProfileScale, largest_pool: int) -> list[Cell]:
         method = supervised if unlabeled == 0 else focalmix
         cells.append(Cell("table1", f"{labeled} labeled + {unlabeled} unlabeled", row,
                           {**method, "labeled": budgets[labeled]}))
+    for labeled in (*scale.labeled, 0):  # 0: every training scan
+        cells.append(Cell("labels", f"{labeled} labeled" if labeled else "all labeled", {},
+                          {**supervised, "labeled": labeled}))
     for row in read_paper_table("table3a_loss_function.csv"):
         settings = {**supervised, "labeled": top} if row["loss"] == "supervised" else {
             **focalmix, "labeled": top, **NO_MIXUP,
@@ -121,6 +125,7 @@ def build_grid(profile: str | ProfileScale, data_dir: str | Path, seeds: int = 1
                largest_pool: int | None = None) -> tuple[list[Cell], list[GridRun]]:
     """The cells of the selected tables and the deduplicated runs that fill them, in a fixed order.
 
+    Each cell runs the seeds ``first_seed ... first_seed + seeds - 1`` of the profile.
     ``largest_pool`` defaults to the profile's (or, for real data, the size of
     ``data_dir/unlabeled``). Runs are ordered by first use, seeds innermost.
     """
@@ -135,7 +140,7 @@ def build_grid(profile: str | ProfileScale, data_dir: str | Path, seeds: int = 1
     cells = [cell for cell in paper_cells(scale, pool) if cell.table in only]
     runs: dict[str, GridRun] = {}
     for cell in cells:
-        for seed in range(seeds):
+        for seed in range(scale.first_seed, scale.first_seed + seeds):
             settings = {**scale.overrides, **cell.settings}
             cfg = resolved_config(scale.preset, data_dir, settings, seed)
             rid = run_id(cfg)

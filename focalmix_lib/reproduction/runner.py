@@ -84,7 +84,7 @@ def ensure_data(profile: ProfileScale, out: Path, data: Path | None, progress: b
     from focalmix_lib.data.phantoms import check_phantom_profile, make_phantoms, profile_from_name
 
     folder = (out / "data").resolve()
-    phantoms = profile_from_name(profile.preset, **profile.phantoms)
+    phantoms = profile_from_name(profile.phantom_preset or profile.preset, **profile.phantoms)
     if (folder / "annotations.csv").is_file():
         check_phantom_profile(folder, phantoms)  # made for another profile: refused before any work
         return folder
@@ -207,12 +207,13 @@ class ReproduceOutcome:
     failed_chapters: tuple[str, ...] = ()
 
 
-def reproduce(profile: str | ProfileScale, out: str | Path, *, seeds: int = 1, shard: tuple[int, int] | None = None,
-              only: tuple[str, ...] = TABLES, collect: bool = False, data: str | Path | None = None,
-              chapters: bool = True, executor: RunExecutor = notebook_executor, progress: bool = True
-              ) -> ReproduceOutcome:
+def reproduce(profile: str | ProfileScale, out: str | Path, *, seeds: int | None = None,
+              shard: tuple[int, int] | None = None, only: tuple[str, ...] | None = None, collect: bool = False,
+              data: str | Path | None = None, chapters: bool = True, executor: RunExecutor = notebook_executor,
+              progress: bool = True) -> ReproduceOutcome:
     """The whole reproduction: data, chapters 00-06, the grid (or one shard of it), the tables.
 
+    ``seeds`` and ``only`` default to the profile's (``ProfileScale.seeds``, ``.tables``).
     Before any long work the data folder is checked against every run of the grid.
     ``collect=True`` only reads the run folders and writes the tables. A failed run
     or chapter does not stop the others; they are listed in the returned outcome.
@@ -222,6 +223,8 @@ def reproduce(profile: str | ProfileScale, out: str | Path, *, seeds: int = 1, s
     from focalmix_lib.reproduction.tables import write_tables
 
     profile = resolve_profile(profile)
+    seeds = seeds or profile.seeds
+    only = only or profile.tables or TABLES
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(data).resolve() if data is not None else None

@@ -14,6 +14,7 @@ import html
 import io
 import json
 import math
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Iterable
@@ -23,7 +24,8 @@ from focalmix_lib import atomic
 from focalmix_lib.config import load_yaml
 from focalmix_lib.data.dataset import Luna16Folder
 from focalmix_lib.data.luna_csv import read_predictions
-from focalmix_lib.evaluation.paired import MIN_SEEDS, PairedDifference, paired_cpm_difference
+from focalmix_lib.evaluation.paired import (MIN_SEEDS, PairedDifference, SeedEstimate, cpm_over_seeds,
+                                            paired_cpm_difference)
 from focalmix_lib.evaluation.results import OPERATING_POINT_KEYS
 from focalmix_lib.reproduction.grid import Cell, GridRun
 from focalmix_lib.reproduction.machine import machine_description
@@ -34,6 +36,8 @@ from focalmix_lib.training.run_folder import RunFolder
 
 TITLES = {
     "table1": "Table 1: main results (recall at 1/8 ... 8 FPs per scan and CPM)",
+    "labels": "Label budget: supervised CPM against the number of labeled training scans (the kit's own check that "
+              "the task is data-hungry; the paper has no such table)",
     "table3a": "Table 3a: soft-target focal loss ablation (100 labeled + 400 unlabeled, no MixUp)",
     "table3b": "Table 3b: augmentations K in anchor-level target prediction (100 + 400)",
     "table3c": "Table 3c: image- and object-level MixUp (100 + 400)",
@@ -176,15 +180,80 @@ def paired_difference(pairs: list[tuple[RunResult, RunResult]], n_resamples: int
     ``None`` when a run's folder, predictions or data can no longer be read (a report
     collected on another machine, say): the report then gives the per-seed gains only.
     """
-    try:
-        cfg = load_yaml(TrainConfig, pairs[0][0].folder / "config.yaml")
-        folder = Luna16Folder(cfg.data_dir)
-        uids = test_uids(cfg)
-        submissions = [(read_predictions(RunFolder(b.folder).predictions_path),
-                        read_predictions(RunFolder(w.folder).predictions_path)) for b, w in pairs]
-    except (OSError, ValueError):
+    scored = _scored_submissions([r for pair in pairs for r in pair])
+    if scored is None:
         return None
-    return paired_cpm_difference(folder.annotations, folder.excluded, uids, submissions, n_resamples)
+    folder, uids, submissions = scored
+    return paired_cpm_difference(folder.annotations, folder.excluded, uids,
+                                 list(zip(submissions[0::2], submissions[1::2])), n_resamples)
+
+
+def seeds_interval(results: list[RunResult], n_resamples: int = 1000) -> SeedEstimate | None:
+    """One cell's CPM over its completed seeds with the scans-and-seeds bootstrap interval (``None``: unreadable)."""
+    completed = [r for r in results if r.status == "completed"]
+    scored = _scored_submissions(completed) if completed else None
+    if scored is None:
+        return None
+    folder, uids, submissions = scored
+    return cpm_over_seeds(folder.annotations, folder.excluded, uids, submissions, n_resamples)
+
+
+def _scored_submissions(results: list[RunResult]) -> tuple[Luna16Folder, list[str], list[Any]] | None:
+    """The data folder, test scans and predictions of completed runs (``None`` when any can't be read)."""
+    try:
+        cfg = load_yaml(TrainConfig, results[0].folder / "config.yaml")
+        return (Luna16Folder(cfg.data_dir), test_uids(cfg),
+                [read_predictions(RunFolder(r.folder).predictions_path) for r in results])
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The kit's own results for a profile (``reproduction/reference/<profile>.csv``): CPMs per cell and seed."""
+
+    path: str  # as the report names it
+    cpm: dict[tuple[str, str], list[float]]  # (table, row) -> CPM (percent) of each completed seed
+    revisions: tuple[str, ...]  # the kit revision(s) the runs came from
+
+
+def read_reference(profile: ProfileScale) -> Reference | None:
+    """The committed reference results of ``profile``, or ``None`` when the kit has none."""
+    resource = resources.files("focalmix_lib.reproduction").joinpath(f"reference/{profile.name}.csv")
+    if not resource.is_file():
+        return None
+    cpm: dict[tuple[str, str], list[float]] = {}
+    revisions: set[str] = set()
+    for row in csv.DictReader(resource.read_text(encoding="utf-8").splitlines()):
+        if row["status"] == "completed":
+            cpm.setdefault((row["table"], row["row"]), []).append(float(row["cpm"]))
+        revisions.add(row["kit"])
+    return Reference(f"focalmix_lib/reproduction/reference/{profile.name}.csv", cpm, tuple(sorted(revisions)))
+
+
+def runs_csv_rows(runs: list[GridRun], results: dict[str, RunResult]) -> list[list[Any]]:
+    """runs.csv: one line per (cell, run): table, row, seed, status, CPM (percent), run id and kit revision.
+
+    A profile's reference file is this file of a full run of the profile, committed."""
+    rows = []
+    for run in runs:
+        r = results[run.run_id]
+        for table, label in run.cells:
+            rows.append([table, label, run.seed, r.status, "" if r.cpm is None else round(r.cpm, 3), run.run_id,
+                         (r.machine or {}).get("kit", "")])
+    return rows
+
+
+RUNS_CSV_HEADER = ["table", "row", "seed", "status", "cpm", "run_id", "kit"]
+
+
+def format_reference(reference: Reference | None, key: tuple[str, str]) -> str:
+    """``mean ± std (n seeds)`` of the reference's CPMs of a cell, "—" without them."""
+    values = reference.cpm.get(key, []) if reference else []
+    if not values:
+        return "—"
+    mean, std = mean_std(values)
+    return (f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}") + f" ({len(values)} seeds)"
 
 
 @dataclass
@@ -198,8 +267,8 @@ class Section:
 
 
 def build_sections(profile: ProfileScale, cells: list[Cell], runs: list[GridRun], results: dict[str, RunResult],
-                   seeds: int) -> tuple[list[Section], list[list[Any]]]:
-    """The report's sections (markdown/HTML) and the long CSV rows."""
+                   seeds: int, reference: Reference | None = None) -> tuple[list[Section], list[list[Any]]]:
+    """The report's sections (markdown/HTML) and the long CSV rows; ``reference``: the kit's own results beside."""
     by_cell: dict[tuple[str, str], list[RunResult]] = {c.key: [] for c in cells}
     for run in runs:
         for key in run.cells:
@@ -216,11 +285,24 @@ def build_sections(profile: ProfileScale, cells: list[Cell], runs: list[GridRun]
                 rows.append([cell.label, "paper", *(cell.paper[paper_column(k)] for k in OPERATING_POINT_KEYS), cell.paper["cpm"]])
                 rows.append(["", "kit" + smoke, *(format_kit(by_cell[cell.key], k) for k in OPERATING_POINT_KEYS),
                              format_kit(by_cell[cell.key])])
+                if reference:
+                    rows.append(["", "kit reference", *("" for _ in OPERATING_POINT_KEYS),
+                                 format_reference(reference, cell.key)])
+        elif table == "labels":
+            header = ["labeled training scans", "kit CPM" + smoke, "CPM over seeds [95 % interval]",
+                      *(["kit reference CPM"] if reference else []), "runs"]
+            rows = []
+            for cell in members:
+                estimate = seeds_interval(by_cell[cell.key])
+                interval = "—" if estimate is None else (
+                    f"{100 * estimate.mean:.1f} [{100 * estimate.low:.1f}, {100 * estimate.high:.1f}]")
+                rows.append([cell.label, format_kit(by_cell[cell.key]), interval,
+                             *([format_reference(reference, cell.key)] if reference else []),
+                             _run_links(by_cell[cell.key])])
         else:
             header = ["setting", "paper CPM", "kit CPM" + smoke, "runs"]
             rows = [[cell.label, cell.paper.get("cpm", "—"), format_kit(by_cell[cell.key]),
-                     " ".join(f"[{r.run_id.rsplit('-', 2)[1]}](runs/{r.run_id}/05_train.ipynb)"
-                              for r in by_cell[cell.key])] for cell in members]
+                     _run_links(by_cell[cell.key])] for cell in members]
         sections.append(Section(TITLES[table] + smoke, header, rows))
         for cell in members:
             runs_of_cell = by_cell[cell.key]
@@ -232,12 +314,21 @@ def build_sections(profile: ProfileScale, cells: list[Cell], runs: list[GridRun]
                                  "" if mean is None else round(mean, 3), "" if std is None else round(std, 3),
                                  len(values), sum(r.status == "diverged" for r in runs_of_cell),
                                  sum(r.status == "failed" for r in runs_of_cell), "smoke" if smoke else profile.name])
-    effect_rows = [[e.name, *check_effect(e, by_cell)] for e in EFFECTS
+    effects = list(EFFECTS)
+    budgets = [c.key for c in cells if c.table == "labels"]
+    if len(budgets) > 1:  # the kit's own premise: labels are scarce at the smallest budget
+        effects.insert(0, Effect(f"supervised: all labeled scans beat {budgets[0][1]} scans", budgets[-1], budgets[0]))
+    effect_rows = [[e.name, *check_effect(e, by_cell)] for e in effects
                    if e.better in by_cell and (e.worse is None or e.worse in by_cell)]
     sections.append(Section(f"Paper effects over {seeds} seed(s)" + smoke,
                             ["effect", "verdict", "CPM gain, points: mean ± std over seeds [95 % interval]",
                              "detail"], effect_rows, EFFECTS_NOTE))
     return sections, csv_rows
+
+
+def _run_links(results: list[RunResult]) -> str:
+    """Links to each seed's executed notebook, named by seed."""
+    return " ".join(f"[{r.run_id.rsplit('-', 2)[1]}](runs/{r.run_id}/05_train.ipynb)" for r in results)
 
 
 def run_section(runs: list[GridRun], results: dict[str, RunResult]) -> Section:
@@ -284,21 +375,68 @@ def plot_figure3(cells: list[Cell], by_cell_cpm: dict[str, list[float]], profile
     plt.close(fig)
 
 
+def plot_label_budget(labels: list[str], cpms: list[list[float]], reference: list[list[float]] | None,
+                      profile: ProfileScale, path: Path) -> None:
+    """Supervised CPM (mean ± std over seeds, each seed a dot) against the labeled budget, the reference beside."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for shift, values_of, name, colour in ((-0.08, cpms, "this run", "C0"), (0.08, reference, "kit reference", "C7")):
+        if not values_of:
+            continue
+        points = [(i + shift, v) for i, v in enumerate(values_of) if v]
+        if not points:
+            continue
+        means = [mean_std(v) for _, v in points]
+        ax.errorbar([x for x, _ in points], [m for m, _ in means], yerr=[s or 0.0 for _, s in means], marker="o",
+                    capsize=4, color=colour, label=f"{name} (mean ± std over seeds)")
+        for x, values in points:
+            ax.scatter([x] * len(values), values, s=12, color=colour, alpha=0.5)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylim(0, 100)
+    smoke = ", smoke scale" if profile.smoke else ""
+    ax.set_title(f"Supervised CPM against the labeled budget\n({profile.name} profile{smoke}; dots: seeds)")
+    ax.set_xlabel("labeled training scans")
+    ax.set_ylabel("CPM (%)")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+
+
 def write_tables(profile: ProfileScale, out: str | Path, cells: list[Cell], runs: list[GridRun], seeds: int) -> Path:
-    """Read every run of the grid under ``out/runs`` and write tables.md, .csv, .html and figure3.png."""
+    """Read every run of the grid under ``out/runs`` and write tables.md, .csv, .html, runs.csv, figure3.png and
+    labels.png (when those tables are in the grid), with the profile's reference results beside the kit's."""
     out = Path(out)
     results = {run.run_id: read_run(out / "runs", run.run_id) for run in runs}
-    sections, csv_rows = build_sections(profile, cells, runs, results, seeds)
+    reference = read_reference(profile)
+    sections, csv_rows = build_sections(profile, cells, runs, results, seeds, reference)
     figure3_cpm: dict[str, list[float]] = {}
     for run in runs:
         for table, label in run.cells:
             if table == "figure3" and results[run.run_id].status == "completed":
                 figure3_cpm.setdefault(label, []).append(results[run.run_id].cpm)
-    intro = _intro(profile, out, runs, results, seeds)
+    intro = _intro(profile, out, runs, results, seeds, reference)
     figure3 = [s for s in sections if s.title.startswith("Figure 3")]
     if figure3:
         plot_figure3(cells, figure3_cpm, profile, profile.labeled[-1], out / "figure3.png")
         figure3[0].note = "![Figure 3: CPM against the unlabeled pool size](figure3.png)"
+    labels = [s for s in sections if s.title.startswith("Label budget")]
+    if labels:
+        members = [c for c in cells if c.table == "labels"]
+        seeds_of = [[results[r.run_id].cpm for r in runs if c.key in r.cells and results[r.run_id].status == "completed"]
+                    for c in members]
+        plot_label_budget([c.label.removesuffix(" labeled") for c in members], seeds_of,
+                          [reference.cpm.get(c.key, []) for c in members] if reference else None, profile,
+                          out / "labels.png")
+        labels[0].note = ("The interval bootstraps the test scans and the seeds (1,000 resamples). "
+                          "![Supervised CPM against the labeled budget](labels.png)")
     sections.append(run_section(runs, results))
     sections.append(_chapter_section(out))
     atomic.write_text(out / "tables.md", _markdown(intro, sections))
@@ -309,10 +447,15 @@ def write_tables(profile: ProfileScale, out: str | Path, cells: list[Cell], runs
                      "kit_failed", "scale"])
     writer.writerows(csv_rows)
     atomic.write_text(out / "tables.csv", buffer.getvalue())
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerows([RUNS_CSV_HEADER, *runs_csv_rows(runs, results)])
+    atomic.write_text(out / "runs.csv", buffer.getvalue())
     return out / "tables.md"
 
 
-def _intro(profile: ProfileScale, out: Path, runs: list[GridRun], results: dict[str, RunResult], seeds: int) -> list[str]:
+def _intro(profile: ProfileScale, out: Path, runs: list[GridRun], results: dict[str, RunResult], seeds: int,
+           reference: Reference | None) -> list[str]:
 
     counts = {s: sum(r.status == s for r in results.values()) for s in ("completed", "diverged", "failed", "pending")}
     seconds = sum(r.seconds or 0.0 for r in results.values())
@@ -320,7 +463,17 @@ def _intro(profile: ProfileScale, out: Path, runs: list[GridRun], results: dict[
     lines = [f"# FocalMix reproduction: {profile.name} profile", ""]
     if profile.smoke:
         lines += ["**Smoke scale.** The quick profile trains each run for a few dozen steps on tiny phantoms: "
-                  "its numbers show that the pipeline fills every table, not that the paper's effects hold.", ""]
+                  "its numbers show that the pipeline fills every table, not that the paper's effects hold. "
+                  "The evidence on a 2-core CPU (Table 1 and the label-budget curve, 3 seeds, about 3 hours) "
+                  "comes from: `focalmix reproduce --profile cpu --out reports/cpu`", ""]
+    departures = {k: v for k, v in profile.overrides.items() if k == "mixup_start_step" and v}
+    if departures:
+        lines += ["Departures from the paper in this profile (each one setting from the paper's value; "
+                  "docs/reproduce.md): " + ", ".join(f"`{k}={v}` (paper: 0)" for k, v in departures.items())
+                  + ": image and object MixUp start after a supervised burn-in.", ""]
+    if reference:
+        lines += [f"*kit reference*: the kit's own results for this profile ({reference.path}, kit "
+                  f"{', '.join(reference.revisions)}), to compare a run of yours against.", ""]
     lines += [f"Kit numbers are percentages, mean ± standard deviation over {seeds} seed(s); "
               "the paper's numbers are copied from the paper (`focalmix_lib/paper/`). "
               "'Fail' = training diverged (non-finite loss), as in the paper.", "",
