@@ -146,7 +146,7 @@ def execute_run(run: GridRun, profile: ProfileScale, paths: ReproducePaths, exec
 
 def run_chapters(profile: ProfileScale, paths: ReproducePaths, runner: Callable[..., Path] | None = None
                  ) -> list[dict[str, Any]]:
-    """Execute chapters 00-06 once (into ``out/notebooks/<chapter>/``), quick-sized for the quick profile.
+    """Execute chapters 00-06 once (into ``out/notebooks/<chapter>/``), quick-sized for the quick model preset.
 
     Each chapter gets those of ``quick``, ``output_dir``, ``data_dir``, ``seed``,
     ``run_dir`` (chapter 05's run, which 06 reads), ``preset``, ``live_plot`` and
@@ -179,7 +179,8 @@ def run_chapters(profile: ProfileScale, paths: ReproducePaths, runner: Callable[
         if outcomes.get(source.stem, {}).get("status") == "completed":
             continue
         out_dir = paths.notebooks / source.stem
-        wanted = {"quick": profile.smoke, "output_dir": str(out_dir.resolve()), "data_dir": str(paths.data), "seed": 0,
+        # Chapters are sized by the model preset: the quick and cpu profiles both train the quick model.
+        wanted = {"quick": profile.preset == "quick", "output_dir": str(out_dir.resolve()), "data_dir": str(paths.data), "seed": 0,
                   "run_dir": str(chapter_run.resolve()), "preset": profile.preset, "live_plot": False,
                   "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in profile.overrides.items()}}
         started = time.perf_counter()
