@@ -269,3 +269,23 @@ def test_the_label_budget_table_gives_an_interval_and_a_figure(tmp_path: Path, p
     written = list(csv.DictReader((tmp_path / "reports/runs.csv").open()))
     assert len(written) == 12 and {r["table"] for r in written} == {"labels"} and {r["seed"] for r in written} == {"0", "1", "2"}
 
+
+def test_the_report_shows_the_committed_cpu_reference_beside_a_users_runs(tmp_path: Path) -> None:
+    from importlib import resources
+
+    from focalmix_lib.reproduction.tables import write_tables
+
+    cpu = PROFILES["cpu"]
+    reference = list(csv.DictReader(resources.files("focalmix_lib.reproduction").joinpath("reference/cpu.csv")
+                                    .read_text(encoding="utf-8").splitlines()))
+    cells, runs = build_grid(cpu, tmp_path / "data", seeds=cpu.seeds, only=cpu.tables)
+    assert {(r["table"], r["row"]) for r in reference} == {c.key for c in cells}  # a full run of the profile
+    assert all(r["kit"] for r in reference)  # each run names the kit revision it came from
+    text = write_tables(cpu, tmp_path, cells, runs, cpu.seeds).read_text(encoding="utf-8")  # nothing run yet
+    assert "focalmix_lib/reproduction/reference/cpu.csv" in text and "mixup_start_step=200" in text
+    cpms = [float(r["cpm"]) for r in reference if (r["table"], r["row"]) == ("table1", "25 labeled + 0 unlabeled")
+            and r["status"] == "completed"]
+    mean, std = np.mean(cpms), np.std(cpms, ddof=1)
+    table1 = text.split("## Table 1")[1].split("## ")[0]
+    assert "| kit reference |" in table1 and f"{mean:.1f} ± {std:.1f} ({len(cpms)} seeds)" in table1
+    assert (tmp_path / "labels.png").stat().st_size > 1000

@@ -403,7 +403,7 @@ def plot_label_budget(labels: list[str], cpms: list[list[float]], reference: lis
     ax.set_ylabel("CPM (%)")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right")
+        ax.legend(loc="upper left")
     fig.tight_layout()
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120)
