@@ -36,3 +36,16 @@ def test_every_test_of_the_method_table_exists() -> None:
 def test_user_docs_do_not_point_outside_the_repository() -> None:
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         assert "../shared" not in path.read_text(encoding="utf-8"), f"{path.name} points outside the repository"
+
+
+def test_every_departure_the_reports_name_is_in_the_departures_table() -> None:
+    from dataclasses import fields
+
+    from focalmix_lib.training.config import TrainConfig
+
+    text = (ROOT / "docs" / "method.md").read_text(encoding="utf-8")
+    table = text.split("## Where the kit departs from the paper", 1)[1].split("\n## ", 1)[0]
+    names = {f.name for f in fields(TrainConfig)}
+    for field_name in TrainConfig.PAPER_VALUES:
+        assert field_name in names, f"TrainConfig.PAPER_VALUES names {field_name}, which is not a field"
+        assert re.search(rf"`{field_name}[`=]", table), f"docs/method.md's departures table does not name {field_name}"

@@ -14,18 +14,23 @@ import html
 import io
 import json
 import math
-from importlib import resources
-from dataclasses import dataclass, field
-from pathlib import Path
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from focalmix_lib import atomic
 from focalmix_lib.config import load_yaml
 from focalmix_lib.data.dataset import Luna16Folder
 from focalmix_lib.data.luna_csv import read_predictions
-from focalmix_lib.evaluation.paired import (MIN_SEEDS, PairedDifference, SeedEstimate, cpm_over_seeds,
-                                            paired_cpm_difference)
+from focalmix_lib.evaluation.paired import (
+    MIN_SEEDS,
+    PairedDifference,
+    SeedEstimate,
+    cpm_over_seeds,
+    paired_cpm_difference,
+)
 from focalmix_lib.evaluation.results import OPERATING_POINT_KEYS
 from focalmix_lib.reproduction.grid import Cell, GridRun
 from focalmix_lib.reproduction.machine import machine_description
@@ -204,7 +209,7 @@ def _scored_submissions(results: list[RunResult]) -> tuple[Luna16Folder, list[st
         cfg = load_yaml(TrainConfig, results[0].folder / "config.yaml")
         return (Luna16Folder(cfg.data_dir), test_uids(cfg),
                 [read_predictions(RunFolder(r.folder).predictions_path) for r in results])
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError):
         return None
 
 
@@ -231,6 +236,9 @@ def read_reference(profile: ProfileScale) -> Reference | None:
     return Reference(f"focalmix_lib/reproduction/reference/{profile.name}.csv", cpm, tuple(sorted(revisions)))
 
 
+RUNS_CSV_HEADER = ["table", "row", "seed", "status", "cpm", "run_id", "kit"]
+
+
 def runs_csv_rows(runs: list[GridRun], results: dict[str, RunResult]) -> list[list[Any]]:
     """runs.csv: one line per (cell, run): table, row, seed, status, CPM (percent), run id and kit revision.
 
@@ -243,8 +251,6 @@ def runs_csv_rows(runs: list[GridRun], results: dict[str, RunResult]) -> list[li
                          (r.machine or {}).get("kit", "")])
     return rows
 
-
-RUNS_CSV_HEADER = ["table", "row", "seed", "status", "cpm", "run_id", "kit"]
 
 
 def format_reference(reference: Reference | None, key: tuple[str, str]) -> str:
@@ -266,13 +272,25 @@ class Section:
     note: str = ""
 
 
-def build_sections(profile: ProfileScale, cells: list[Cell], runs: list[GridRun], results: dict[str, RunResult],
-                   seeds: int, reference: Reference | None = None) -> tuple[list[Section], list[list[Any]]]:
-    """The report's sections (markdown/HTML) and the long CSV rows; ``reference``: the kit's own results beside."""
+def results_by_cell(cells: list[Cell], runs: list[GridRun], results: dict[str, RunResult]
+                    ) -> dict[tuple[str, str], list[RunResult]]:
+    """The results of every cell's runs, in grid order (seeds ascending)."""
     by_cell: dict[tuple[str, str], list[RunResult]] = {c.key: [] for c in cells}
     for run in runs:
         for key in run.cells:
             by_cell[key].append(results[run.run_id])
+    return by_cell
+
+
+def completed_cpms(results: list[RunResult]) -> list[float]:
+    """The CPMs (percent) of the completed runs among ``results``."""
+    return [r.cpm for r in results if r.status == "completed"]
+
+
+def build_sections(profile: ProfileScale, cells: list[Cell], runs: list[GridRun], results: dict[str, RunResult],
+                   seeds: int, reference: Reference | None = None) -> tuple[list[Section], list[list[Any]]]:
+    """The report's sections (markdown/HTML) and the long CSV rows; ``reference``: the kit's own results beside."""
+    by_cell = results_by_cell(cells, runs, results)
     smoke = " (smoke scale)" if profile.smoke else ""
     sections: list[Section] = []
     csv_rows: list[list[Any]] = []
@@ -417,22 +435,18 @@ def write_tables(profile: ProfileScale, out: str | Path, cells: list[Cell], runs
     results = {run.run_id: read_run(out / "runs", run.run_id) for run in runs}
     reference = read_reference(profile)
     sections, csv_rows = build_sections(profile, cells, runs, results, seeds, reference)
-    figure3_cpm: dict[str, list[float]] = {}
-    for run in runs:
-        for table, label in run.cells:
-            if table == "figure3" and results[run.run_id].status == "completed":
-                figure3_cpm.setdefault(label, []).append(results[run.run_id].cpm)
+    by_cell = results_by_cell(cells, runs, results)
     intro = _intro(profile, out, runs, results, seeds, reference)
     figure3 = [s for s in sections if s.title.startswith("Figure 3")]
     if figure3:
+        figure3_cpm = {c.label: completed_cpms(by_cell[c.key]) for c in cells if c.table == "figure3"}
         plot_figure3(cells, figure3_cpm, profile, profile.labeled[-1], out / "figure3.png")
         figure3[0].note = "![Figure 3: CPM against the unlabeled pool size](figure3.png)"
     labels = [s for s in sections if s.title.startswith("Label budget")]
     if labels:
         members = [c for c in cells if c.table == "labels"]
-        seeds_of = [[results[r.run_id].cpm for r in runs if c.key in r.cells and results[r.run_id].status == "completed"]
-                    for c in members]
-        plot_label_budget([c.label.removesuffix(" labeled") for c in members], seeds_of,
+        plot_label_budget([c.label.removesuffix(" labeled") for c in members],
+                          [completed_cpms(by_cell[c.key]) for c in members],
                           [reference.cpm.get(c.key, []) for c in members] if reference else None, profile,
                           out / "labels.png")
         labels[0].note = ("The interval bootstraps the test scans and the seeds (1,000 resamples). "
@@ -441,17 +455,16 @@ def write_tables(profile: ProfileScale, out: str | Path, cells: list[Cell], runs
     sections.append(_chapter_section(out))
     atomic.write_text(out / "tables.md", _markdown(intro, sections))
     atomic.write_text(out / "tables.html", _html(intro, sections))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["table", "row", "metric", "paper", "kit_mean", "kit_std", "kit_seeds", "kit_fail",
-                     "kit_failed", "scale"])
-    writer.writerows(csv_rows)
-    atomic.write_text(out / "tables.csv", buffer.getvalue())
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerows([RUNS_CSV_HEADER, *runs_csv_rows(runs, results)])
-    atomic.write_text(out / "runs.csv", buffer.getvalue())
+    _write_csv(out / "tables.csv", ["table", "row", "metric", "paper", "kit_mean", "kit_std", "kit_seeds",
+                                     "kit_fail", "kit_failed", "scale"], csv_rows)
+    _write_csv(out / "runs.csv", RUNS_CSV_HEADER, runs_csv_rows(runs, results))
     return out / "tables.md"
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
+    atomic.write_text(path, buffer.getvalue())
 
 
 def _intro(profile: ProfileScale, out: Path, runs: list[GridRun], results: dict[str, RunResult], seeds: int,
@@ -469,11 +482,12 @@ def _intro(profile: ProfileScale, out: Path, runs: list[GridRun], results: dict[
     lines += [f"Scale: the paper's 25 / 50 / 100 labeled scans are {' / '.join(map(str, profile.labeled))} here, "
               f"its 400 unlabeled scans {profile.unlabeled} (`{profile.name}` profile, `{profile.preset}` model preset).",
               ""]
-    departures = {k: v for k, v in profile.overrides.items() if k == "mixup_start_step" and v}
+    departures = {k: v for k, v in profile.overrides.items()
+                  if k in TrainConfig.PAPER_VALUES and v != TrainConfig.PAPER_VALUES[k]}
     if departures:
         lines += ["Departures from the paper in this profile (each one setting from the paper's value; "
-                  "docs/reproduce.md): " + ", ".join(f"`{k}={v}` (paper: 0)" for k, v in departures.items())
-                  + ": image and object MixUp start after a supervised burn-in.", ""]
+                  "docs/method.md, docs/reproduce.md): "
+                  + ", ".join(f"`{k}={v}` (paper: {TrainConfig.PAPER_VALUES[k]})" for k, v in departures.items()), ""]
     if reference:
         lines += [f"*kit reference*: the kit's own results for this profile ({reference.path}, kit "
                   f"{', '.join(reference.revisions)}), to compare a run of yours against.", ""]

@@ -103,6 +103,11 @@ class TrainConfig:
         ),
     }
 
+    # The paper's value of every field where the kit may depart from it by one setting
+    # (docs/method.md, "Where the kit departs from the paper"); reports name these departures.
+    PAPER_VALUES: ClassVar[dict[str, object]] = {"mixup_start_step": 0, "object_boxes": "predicted",
+                                                 "lung_margin_mm": -1.0}
+
     # The range of every field (types are checked from the annotations); see config.check_fields.
     CHECKS: ClassVar[dict[str, Check]] = {
         "method": one_of(METHODS),
