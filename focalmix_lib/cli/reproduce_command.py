@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--profile", choices=tuple(PROFILES), default="quick",
                         help="quick: a smoke test of the pipeline (minutes); cpu: Table 1 and the label-budget "
-                             "curve with 3 seeds on a 2-core CPU (about 3 hours); standard, paper: a GPU")
+                             "curve with 3 seeds on a 2-core CPU (about 1.5 hours); standard, paper: a GPU")
     parser.add_argument("--out", default="reports", help="output folder (default: reports)")
     parser.add_argument("--seeds", type=int_at_least(1),
                         help="seeds per cell: mean ± std (default: the profile's, 3 for cpu, else 1)")
@@ -61,7 +61,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
           f"run: focalmix reproduce --profile {args.profile} --out {args.out}{flags} --collect")
     if outcome.tables and PROFILES[args.profile].smoke:
         print("smoke scale: these numbers check the pipeline, not the paper; the evidence on a 2-core CPU (about "
-              "3 hours): focalmix reproduce --profile cpu --out reports/cpu")
+              "1.5 hours): focalmix reproduce --profile cpu --out reports/cpu")
     failed = [*(f"chapter {line}" for line in outcome.failed_chapters), *(f"run {line}" for line in outcome.failed_runs)]
     if failed:
         print(f"focalmix reproduce: {len(failed)} failed (rerun the same command to retry them):", file=sys.stderr)

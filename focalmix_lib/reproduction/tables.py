@@ -477,7 +477,7 @@ def _intro(profile: ProfileScale, out: Path, runs: list[GridRun], results: dict[
     if profile.smoke:
         lines += ["**Smoke scale.** The quick profile trains each run for a few dozen steps on tiny phantoms: "
                   "its numbers show that the pipeline fills every table, not that the paper's effects hold. "
-                  "The evidence on a 2-core CPU (Table 1 and the label-budget curve, 3 seeds, about 3 hours) "
+                  "The evidence on a 2-core CPU (Table 1 and the label-budget curve, 3 seeds, about 1.5 hours) "
                   "comes from: `focalmix reproduce --profile cpu --out reports/cpu`", ""]
     lines += [f"Scale: the paper's 25 / 50 / 100 labeled scans are {' / '.join(map(str, profile.labeled))} here, "
               f"its 400 unlabeled scans {profile.unlabeled} (`{profile.name}` profile, `{profile.preset}` model preset).",
