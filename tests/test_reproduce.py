@@ -254,7 +254,7 @@ def test_the_cpu_profile_runs_table1_and_the_label_budget_on_fresh_seeds() -> No
     per_seed = sorted((r.method, r.config.labeled) for r in runs if r.seed == 1)
     assert per_seed == [("focalmix", 4), ("focalmix", 8), ("focalmix", 16),
                         ("supervised", 0), ("supervised", 4), ("supervised", 8), ("supervised", 16)]
-    assert all(r.config.mixup_start_step == 200 and r.config.test_subsets == (3, 4) for r in runs)
+    assert all(r.config.mixup_start_step == 200 and r.config.lr == 1e-3 and r.config.test_subsets == (3, 4) for r in runs)
 
 
 def test_the_label_budget_table_gives_an_interval_and_a_figure(tmp_path: Path, profile_phantoms: Path) -> None:
