@@ -283,6 +283,7 @@ def test_the_report_shows_the_committed_cpu_reference_beside_a_users_runs(tmp_pa
     assert all(r["kit"] for r in reference)  # each run names the kit revision it came from
     text = write_tables(cpu, tmp_path, cells, runs, cpu.seeds).read_text(encoding="utf-8")  # nothing run yet
     assert "focalmix_lib/reproduction/reference/cpu.csv" in text and "mixup_start_step=200" in text
+    assert "the `quick` TrainConfig preset with `test_subsets=(3, 4)`, `lr=0.001`, `mixup_start_step=200`." in text
     cpms = [float(r["cpm"]) for r in reference if (r["table"], r["row"]) == ("table1", "25 labeled + 0 unlabeled")
             and r["status"] == "completed"]
     mean, std = np.mean(cpms), np.std(cpms, ddof=1)

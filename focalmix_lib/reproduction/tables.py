@@ -482,6 +482,9 @@ def _intro(profile: ProfileScale, out: Path, runs: list[GridRun], results: dict[
     lines += [f"Scale: the paper's 25 / 50 / 100 labeled scans are {' / '.join(map(str, profile.labeled))} here, "
               f"its 400 unlabeled scans {profile.unlabeled} (`{profile.name}` profile, `{profile.preset}` model preset).",
               ""]
+    if profile.overrides:
+        lines += [f"Every run: the `{profile.preset}` TrainConfig preset with "
+                  + ", ".join(f"`{k}={v}`" for k, v in profile.overrides.items()) + ".", ""]
     departures = {k: v for k, v in profile.overrides.items()
                   if k in TrainConfig.PAPER_VALUES and v != TrainConfig.PAPER_VALUES[k]}
     if departures:
