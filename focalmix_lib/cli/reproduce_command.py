@@ -9,7 +9,7 @@ from focalmix_lib.cli import int_at_least
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from focalmix_lib.reproduction.grid import TABLES, parse_shard
-    from focalmix_lib.reproduction.profiles import PROFILES
+    from focalmix_lib.reproduction.profiles import CPU_EVIDENCE_TIME, PROFILES
 
     parser = subparsers.add_parser(
         "reproduce", help="run the paper's ablation grid through papermill and write its tables",
@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--profile", choices=tuple(PROFILES), default="quick",
                         help="quick: a smoke test of the pipeline (minutes); cpu: Table 1 and the label-budget "
-                             "curve with 3 seeds on a 2-core CPU (about 1.5 hours); standard, paper: a GPU")
+                             f"curve with 3 seeds on a 2-core CPU ({CPU_EVIDENCE_TIME}); standard, paper: a GPU")
     parser.add_argument("--out", default="reports", help="output folder (default: reports)")
     parser.add_argument("--seeds", type=int_at_least(1),
                         help="seeds per cell: mean ± std (default: the profile's, 3 for cpu, else 1)")
@@ -50,7 +50,7 @@ def _tables(text: str) -> tuple[str, ...]:
 def run_reproduce(args: argparse.Namespace) -> int:
     import sys
 
-    from focalmix_lib.reproduction.profiles import PROFILES
+    from focalmix_lib.reproduction.profiles import CPU_EVIDENCE_COMMAND, CPU_EVIDENCE_TIME, PROFILES
     from focalmix_lib.reproduction.runner import reproduce
 
     outcome = reproduce(args.profile, args.out, seeds=args.seeds, shard=args.shard, only=args.only,
@@ -60,8 +60,8 @@ def run_reproduce(args: argparse.Namespace) -> int:
     print(f"tables: {outcome.tables}" if outcome.tables else f"shard {shard} done; when every shard has finished "
           f"run: focalmix reproduce --profile {args.profile} --out {args.out}{flags} --collect")
     if outcome.tables and PROFILES[args.profile].smoke:
-        print("smoke scale: these numbers check the pipeline, not the paper; the evidence on a 2-core CPU (about "
-              "1.5 hours): focalmix reproduce --profile cpu --out reports/cpu")
+        print("smoke scale: these numbers check the pipeline, not the paper; the evidence on a 2-core CPU "
+              f"({CPU_EVIDENCE_TIME}): {CPU_EVIDENCE_COMMAND}")
     failed = [*(f"chapter {line}" for line in outcome.failed_chapters), *(f"run {line}" for line in outcome.failed_runs)]
     if failed:
         print(f"focalmix reproduce: {len(failed)} failed (rerun the same command to retry them):", file=sys.stderr)

@@ -34,7 +34,7 @@ from focalmix_lib.evaluation.paired import (
 from focalmix_lib.evaluation.results import OPERATING_POINT_KEYS
 from focalmix_lib.reproduction.grid import Cell, GridRun
 from focalmix_lib.reproduction.machine import machine_description
-from focalmix_lib.reproduction.profiles import ProfileScale
+from focalmix_lib.reproduction.profiles import CPU_EVIDENCE_COMMAND, CPU_EVIDENCE_TIME, ProfileScale
 from focalmix_lib.training.config import TrainConfig
 from focalmix_lib.training.data import test_uids
 from focalmix_lib.training.run_folder import RunFolder
@@ -132,9 +132,14 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
+def completed_values(results: list[RunResult], metric: str = "cpm") -> list[float]:
+    """``metric`` (the CPM or a sensitivity of OPERATING_POINT_KEYS, percent) of the completed runs among ``results``."""
+    return [r.cpm if metric == "cpm" else r.sensitivity[metric] for r in results if r.status == "completed"]
+
+
 def format_kit(results: list[RunResult], metric: str = "cpm") -> str:
     """``mean ± std`` of a cell's completed seeds, "Fail" when all diverged, with notes on the rest."""
-    values = [r.cpm if metric == "cpm" else r.sensitivity[metric] for r in results if r.status == "completed"]
+    values = completed_values(results, metric)
     counts = {s: sum(r.status == s for r in results) for s in ("diverged", "failed", "pending")}
     if counts["diverged"] == len(results):
         return "Fail"
@@ -252,7 +257,6 @@ def runs_csv_rows(runs: list[GridRun], results: dict[str, RunResult]) -> list[li
     return rows
 
 
-
 def format_reference(reference: Reference | None, key: tuple[str, str]) -> str:
     """``mean ± std (n seeds)`` of the reference's CPMs of a cell, "—" without them."""
     values = reference.cpm.get(key, []) if reference else []
@@ -282,15 +286,10 @@ def results_by_cell(cells: list[Cell], runs: list[GridRun], results: dict[str, R
     return by_cell
 
 
-def completed_cpms(results: list[RunResult]) -> list[float]:
-    """The CPMs (percent) of the completed runs among ``results``."""
-    return [r.cpm for r in results if r.status == "completed"]
-
-
-def build_sections(profile: ProfileScale, cells: list[Cell], runs: list[GridRun], results: dict[str, RunResult],
+def build_sections(profile: ProfileScale, cells: list[Cell], by_cell: dict[tuple[str, str], list[RunResult]],
                    seeds: int, reference: Reference | None = None) -> tuple[list[Section], list[list[Any]]]:
-    """The report's sections (markdown/HTML) and the long CSV rows; ``reference``: the kit's own results beside."""
-    by_cell = results_by_cell(cells, runs, results)
+    """The report's sections (markdown/HTML) and the long CSV rows from each cell's results
+    (:func:`results_by_cell`); ``reference``: the kit's own results beside."""
     smoke = " (smoke scale)" if profile.smoke else ""
     sections: list[Section] = []
     csv_rows: list[list[Any]] = []
@@ -325,8 +324,7 @@ def build_sections(profile: ProfileScale, cells: list[Cell], runs: list[GridRun]
         for cell in members:
             runs_of_cell = by_cell[cell.key]
             for metric in ("cpm", *OPERATING_POINT_KEYS) if table == "table1" else ("cpm",):
-                values = [r.cpm if metric == "cpm" else r.sensitivity[metric]
-                          for r in runs_of_cell if r.status == "completed"]
+                values = completed_values(runs_of_cell, metric)
                 mean, std = mean_std(values) if values else (None, None)
                 csv_rows.append([table, cell.label, metric, cell.paper.get(paper_column(metric), ""),
                                  "" if mean is None else round(mean, 3), "" if std is None else round(std, 3),
@@ -434,19 +432,19 @@ def write_tables(profile: ProfileScale, out: str | Path, cells: list[Cell], runs
     out = Path(out)
     results = {run.run_id: read_run(out / "runs", run.run_id) for run in runs}
     reference = read_reference(profile)
-    sections, csv_rows = build_sections(profile, cells, runs, results, seeds, reference)
     by_cell = results_by_cell(cells, runs, results)
+    sections, csv_rows = build_sections(profile, cells, by_cell, seeds, reference)
     intro = _intro(profile, out, runs, results, seeds, reference)
     figure3 = [s for s in sections if s.title.startswith("Figure 3")]
     if figure3:
-        figure3_cpm = {c.label: completed_cpms(by_cell[c.key]) for c in cells if c.table == "figure3"}
+        figure3_cpm = {c.label: completed_values(by_cell[c.key]) for c in cells if c.table == "figure3"}
         plot_figure3(cells, figure3_cpm, profile, profile.labeled[-1], out / "figure3.png")
         figure3[0].note = "![Figure 3: CPM against the unlabeled pool size](figure3.png)"
     labels = [s for s in sections if s.title.startswith("Label budget")]
     if labels:
         members = [c for c in cells if c.table == "labels"]
         plot_label_budget([c.label.removesuffix(" labeled") for c in members],
-                          [completed_cpms(by_cell[c.key]) for c in members],
+                          [completed_values(by_cell[c.key]) for c in members],
                           [reference.cpm.get(c.key, []) for c in members] if reference else None, profile,
                           out / "labels.png")
         labels[0].note = ("The interval bootstraps the test scans and the seeds (1,000 resamples). "
@@ -477,8 +475,8 @@ def _intro(profile: ProfileScale, out: Path, runs: list[GridRun], results: dict[
     if profile.smoke:
         lines += ["**Smoke scale.** The quick profile trains each run for a few dozen steps on tiny phantoms: "
                   "its numbers show that the pipeline fills every table, not that the paper's effects hold. "
-                  "The evidence on a 2-core CPU (Table 1 and the label-budget curve, 3 seeds, about 1.5 hours) "
-                  "comes from: `focalmix reproduce --profile cpu --out reports/cpu`", ""]
+                  f"The evidence on a 2-core CPU (Table 1 and the label-budget curve, 3 seeds, {CPU_EVIDENCE_TIME}) "
+                  f"comes from: `{CPU_EVIDENCE_COMMAND}`", ""]
     lines += [f"Scale: the paper's 25 / 50 / 100 labeled scans are {' / '.join(map(str, profile.labeled))} here, "
               f"its 400 unlabeled scans {profile.unlabeled} (`{profile.name}` profile, `{profile.preset}` model preset).",
               ""]
