@@ -254,7 +254,8 @@ def test_the_cpu_profile_runs_table1_and_the_label_budget_on_fresh_seeds() -> No
     per_seed = sorted((r.method, r.config.labeled) for r in runs if r.seed == 1)
     assert per_seed == [("focalmix", 4), ("focalmix", 8), ("focalmix", 16),
                         ("supervised", 0), ("supervised", 4), ("supervised", 8), ("supervised", 16)]
-    assert all(r.config.mixup_start_step == 200 and r.config.lr == 1e-3 and r.config.test_subsets == (3, 4) for r in runs)
+    assert all(r.config.mixup_start_step == 200 and r.config.lr == 1e-3 and r.config.steps == 1500
+               and r.config.test_subsets == (3, 4) for r in runs)
 
 
 def test_the_label_budget_table_gives_an_interval_and_a_figure(tmp_path: Path, profile_phantoms: Path) -> None:
@@ -283,7 +284,7 @@ def test_the_report_shows_the_committed_cpu_reference_beside_a_users_runs(tmp_pa
     assert all(r["kit"] for r in reference)  # each run names the kit revision it came from
     text = write_tables(cpu, tmp_path, cells, runs, cpu.seeds).read_text(encoding="utf-8")  # nothing run yet
     assert "focalmix_lib/reproduction/reference/cpu.csv" in text and "mixup_start_step=200" in text
-    assert "the `quick` TrainConfig preset with `test_subsets=(3, 4)`, `lr=0.001`, `mixup_start_step=200`." in text
+    assert "the `quick` TrainConfig preset with `test_subsets=(3, 4)`, `lr=0.001`, `steps=1500`, `mixup_start_step=200`." in text
     cpms = [float(r["cpm"]) for r in reference if (r["table"], r["row"]) == ("table1", "25 labeled + 0 unlabeled")
             and r["status"] == "completed"]
     mean, std = np.mean(cpms), np.std(cpms, ddof=1)
