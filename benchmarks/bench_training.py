@@ -49,7 +49,7 @@ from focalmix_lib.detection.model import FPNDetector
 from focalmix_lib.inference.sliding_window import detect_volume
 from focalmix_lib.training.config import TrainConfig
 from focalmix_lib.training.data import Batch
-from focalmix_lib.training.detector import build_model
+from focalmix_lib.training.detector import build_model, place_model
 from focalmix_lib.training.objective import step_losses
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -217,15 +217,16 @@ def measure_load(run: Callable[[], object]) -> tuple[object, LoadSample]:
 
 def bench_training(preset: str, steps: int, warmup: int, repeats: int) -> None:
     cfg = from_preset(TrainConfig, preset)
-    ours = build_model(cfg)
+    ours = place_model(build_model(cfg), torch.device("cpu"))  # as the engine runs it: channels-last weights
+    before = build_model(cfg)  # the same weights in the contiguous layout the kit used before
     torch.manual_seed(cfg.seed)
     theirs = monai_detector(cfg, ours)
     rng = np.random.default_rng(0)
     batches = [synthetic_batch(cfg, rng) for _ in range(max(steps, warmup))]
     seconds, load = measure_load(lambda: compare(
-        {"ours": our_training_step(cfg, ours), "monai": monai_training_step(cfg, theirs)}, batches[:steps], warmup,
-        repeats))
-    ours_s, monai_s = statistics.median(seconds["ours"]), statistics.median(seconds["monai"])
+        {"ours": our_training_step(cfg, ours), "before": our_training_step(cfg, before),
+         "monai": monai_training_step(cfg, theirs)}, batches[:steps], warmup, repeats))
+    ours_s, before_s, monai_s = (statistics.median(seconds[k]) for k in ("ours", "before", "monai"))
     anchors_theirs = len(ours.config.anchor_sizes[0]) * sum((cfg.patch_size // s) ** 3 for s in monai_strides(ours))
     print(f"{preset}: {cfg.patch_size}^3 patches, batch {cfg.batch_labeled}, {repeats} x {steps} steps after "
           f"{warmup} warm-up, {torch.get_num_threads()} threads, {load}")
@@ -239,7 +240,10 @@ def bench_training(preset: str, steps: int, warmup: int, repeats: int) -> None:
           f"{forward_gflops(theirs.network, cfg):6.1f} GFLOP/forward, "
           f"{monai_s:6.3f} s/step, {cfg.batch_labeled / monai_s:6.2f} patches/s   (all: "
           + ", ".join(f"{s:.3f}" for s in seconds["monai"]) + ")")
-    print(f"  ratio ours / MONAI (patches per second): {monai_s / ours_s:.2f}")
+    print(f"  ours with contiguous weights (before): {before_s:6.3f} s/step   (all: "
+          + ", ".join(f"{s:.3f}" for s in seconds["before"]) + ")")
+    print(f"  ratio ours / MONAI (patches per second): {monai_s / ours_s:.2f} "
+          f"(contiguous weights: {monai_s / before_s:.2f}; channels-last / contiguous: {before_s / ours_s:.2f})")
 
 
 def quick_test_volume(data_dir: Path) -> np.ndarray | None:
@@ -255,7 +259,7 @@ def quick_test_volume(data_dir: Path) -> np.ndarray | None:
 
 def bench_inference(preset: str, volume: np.ndarray, description: str, repeats: int) -> None:
     cfg = from_preset(TrainConfig, preset)
-    model = build_model(cfg)
+    model = place_model(build_model(cfg), torch.device("cpu"))
     run = lambda: detect_volume(model, volume, cfg.patch_size, cfg.window_overlap, cfg.score_threshold,
                                 cfg.nms_iou, cfg.max_detections)
     run()  # warm-up

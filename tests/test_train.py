@@ -14,10 +14,12 @@ import torch
 from focalmix_lib.cli import main
 from focalmix_lib.config import from_preset, load_yaml
 from focalmix_lib.data.luna_csv import read_predictions
+from focalmix_lib.detection.anchors import flatten_levels
 from focalmix_lib.errors import KitInputError
 from focalmix_lib.evaluation.run_evaluation import evaluate_run
 from focalmix_lib.inference.run_detection import detect_run
 from focalmix_lib.training.config import TrainConfig
+from focalmix_lib.training.detector import build_model, place_model
 from focalmix_lib.training.engine import learning_rate_factor, train
 from focalmix_lib.training.run_folder import RunFolder
 
@@ -56,6 +58,28 @@ def test_interrupted_run_resumes_bit_identically(tiny_config: TrainConfig, tmp_p
         assert torch.equal(tensor, resumed["model"][name]), name
     losses = [[m["loss"] for m in RunFolder(tmp_path / run).read_metrics()] for run in ("straight", "resumed")]
     assert losses[0] == losses[1] and len(losses[0]) == 4
+
+
+def test_on_the_cpu_the_detector_runs_channels_last_and_computes_the_same_function(tmp_path: Path) -> None:
+    cfg = from_preset(TrainConfig, "quick")
+    plain, placed = build_model(cfg), place_model(build_model(cfg), torch.device("cpu"))
+    channels_last = torch.channels_last_3d
+    assert placed.backbone.stages[0][0].conv1[0].weight.is_contiguous(memory_format=channels_last)
+    assert not plain.backbone.stages[0][0].conv1[0].weight.is_contiguous(memory_format=channels_last)
+    patches = torch.rand(2, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0))
+    outputs = [model(patches) for model in (plain, placed)]
+    logits = [flatten_levels(output.cls_logits) for output in outputs]
+    deltas = [flatten_levels(output.box_deltas) for output in outputs]
+    assert torch.allclose(logits[0], logits[1], atol=1e-5) and torch.allclose(deltas[0], deltas[1], atol=1e-5)
+    for cls, box in zip(logits, deltas):
+        (cls.sum() + box.sum()).backward()
+    for (name, a), b in zip(plain.named_parameters(), placed.parameters()):  # float32 sums in another order
+        assert (a.grad - b.grad).norm() <= 1e-3 * a.grad.norm(), name
+    # a checkpoint of the channels-last model loads into a model as built
+    torch.save(placed.state_dict(), tmp_path / "weights.pt")
+    fresh = build_model(replace(cfg, seed=cfg.seed + 1))
+    fresh.load_state_dict(torch.load(tmp_path / "weights.pt", weights_only=True))
+    assert torch.allclose(flatten_levels(fresh(patches).cls_logits), logits[1], atol=1e-5)
 
 
 def test_completed_run_is_not_trained_again(tiny_config: TrainConfig, tmp_path: Path) -> None:

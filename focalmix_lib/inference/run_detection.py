@@ -31,7 +31,7 @@ from focalmix_lib.errors import KitInputError
 from focalmix_lib.inference.sliding_window import centres_in_region, detect_volume, detections_to_world
 from focalmix_lib.training.config import TrainConfig
 from focalmix_lib.training.data import scan_cache_dir, test_uids
-from focalmix_lib.training.detector import build_model, pick_device
+from focalmix_lib.training.detector import build_model, pick_device, place_model
 from focalmix_lib.training.run_folder import RunFolder
 
 
@@ -82,7 +82,7 @@ class TrainedRun:
             raise KitInputError(folder.checkpoint_dir, f"checkpoint holds no weights of the {cfg.model_preset!r} "
                                                        "detector that config.yaml names") from None
         device = pick_device(cfg.device) if device is None else torch.device(device)
-        return cls(folder, cfg, model.to(device).eval(), device)
+        return cls(folder, cfg, place_model(model, device).eval(), device)
 
 
 def load_run_config(run_dir: str | Path, data_dir: str | Path | None = None) -> TrainConfig:

@@ -32,7 +32,7 @@ from focalmix_lib.errors import KitInputError
 from focalmix_lib.detection.model import FPNDetector
 from focalmix_lib.training.config import TrainConfig
 from focalmix_lib.training.data import TrainingData, sample_batch
-from focalmix_lib.training.detector import build_model, pick_device
+from focalmix_lib.training.detector import build_model, pick_device, place_model
 from focalmix_lib.training.objective import step_losses
 from focalmix_lib.training.run_folder import RunFolder
 
@@ -85,7 +85,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True, on_log: 
     device = pick_device(cfg.device)
     if distributed and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    model = build_model(cfg).to(device)
+    model = place_model(build_model(cfg), device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(s, cfg))
     start = 0
