@@ -26,8 +26,9 @@ def tiny_phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-# The smallest teaching model whose averaged anchor map peaks on the test nodule (tests/test_teaching_model.py).
-TEACHING_STEPS = 150
+# The smallest teaching model whose averaged anchor map peaks on the test nodule (tests/test_teaching_model.py
+# and chapter 03; 150 steps did until the weights went channels-last, whose rounding moved the 150-step peak).
+TEACHING_STEPS = 200
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 One tiny phantom set (4 labeled scans of 80 x 80 pixels, 2 unlabeled) keeps the whole
 file within a few minutes on 2 CPU cores. Chapter 05 trains a 4-step FocalMix run;
 chapter 06 reuses it, as a reader who runs the chapters in order does. Chapter 03 uses
-the session's teaching model (conftest.py: 150 steps, trained once). Needs
+the session's teaching model (conftest.py: 200 steps, trained once). Needs
 the Jupyter kernel of this environment (``python -m ipykernel install --sys-prefix
 --name python3``) and, for the napari PNG of chapter 06, Xvfb with Mesa GL
 (.ci/install-system-packages.sh).

@@ -1,7 +1,7 @@
 """The teaching model: trained once, cached by version and settings, never half-written, and it has learned.
 
 The mechanics use 2-step models (seconds); the peak test uses the session's
-150-step model (conftest.py ``teaching_steps``), the one chapter 03 runs with in CI.
+200-step model (conftest.py ``teaching_steps``), the one chapter 03 runs with in CI.
 """
 
 from __future__ import annotations
