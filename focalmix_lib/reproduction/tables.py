@@ -237,7 +237,7 @@ def read_reference(profile: ProfileScale) -> Reference | None:
     for row in csv.DictReader(resource.read_text(encoding="utf-8").splitlines()):
         if row["status"] == "completed":
             cpm.setdefault((row["table"], row["row"]), []).append(float(row["cpm"]))
-        revisions.add(row["kit"])
+            revisions.add(row["kit"])
     return Reference(f"focalmix_lib/reproduction/reference/{profile.name}.csv", cpm, tuple(sorted(revisions)))
 
 
@@ -247,7 +247,8 @@ RUNS_CSV_HEADER = ["table", "row", "seed", "status", "cpm", "run_id", "kit"]
 def runs_csv_rows(runs: list[GridRun], results: dict[str, RunResult]) -> list[list[Any]]:
     """runs.csv: one line per (cell, run): table, row, seed, status, CPM (percent), run id and kit revision.
 
-    A profile's reference file is this file of a full run of the profile, committed."""
+    A profile's reference file is this file of a run of the whole profile, committed (a run the
+    reference did not finish is a row with its status and no CPM)."""
     rows = []
     for run in runs:
         r = results[run.run_id]
