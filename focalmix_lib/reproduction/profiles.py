@@ -75,7 +75,7 @@ PROFILES: dict[str, ProfileScale] = {
 
 # What the smoke report, the reproduce command's help and its last line point users to.
 CPU_EVIDENCE_COMMAND = "focalmix reproduce --profile cpu --out reports/cpu"
-CPU_EVIDENCE_TIME = "about 1.5 hours"  # measured: docs/reproduce.md, "The cpu profile"
+CPU_EVIDENCE_TIME = "about 2.5 hours"  # measured: docs/reproduce.md, "The cpu profile"
 
 
 def resolve_profile(profile: str | ProfileScale) -> ProfileScale:
