@@ -51,7 +51,7 @@ PROFILES: dict[str, ProfileScale] = {
         smoke=True,
     ),
     # The quick model on the cpu phantoms: 100 labeled in 5 subsets (60 training scans, 40 test
-    # scans in subsets 3 and 4), 32 unlabeled; 1,500-step runs of ~4 min (supervised) and ~10 min
+    # scans in subsets 3 and 4), 32 unlabeled; 1,500-step runs of ~4 min (supervised) and ~11 min
     # (FocalMix) on 2 cores, at the standard learning rate (the quick preset's 3e-3 leaves the
     # focal loss's plateau late or never; at 600 steps the all-labels detector stops near 67 %).
     # Without --only it runs Table 1 and the label-budget curve with 3 seeds. Seed 0 chose lr,

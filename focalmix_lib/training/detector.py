@@ -21,9 +21,10 @@ def place_model(model: FPNDetector, device: torch.device) -> FPNDetector:
     oneDNN's 3D convolutions run faster in channels-last layout (the one-channel input
     is the same either way, so the weights choose the layout of every feature map):
     a supervised 64^3 training step 1.34-1.46x faster on 2 cores; at 32^3 the gain is
-    within the machine's noise (0.97-1.22x; benchmarks/README.md). The layout changes the rounding, not the function: a CPU
-    run stays bit-reproducible, but its numbers differ from a run in the contiguous
-    layout. On CUDA the model stays as built (not measured there).
+    within the machine's noise (0.97-1.22x; benchmarks/README.md). The layout changes
+    the rounding, not the function: a CPU run stays bit-reproducible, but its numbers
+    differ from a run in the contiguous layout. On CUDA the model stays as built (not
+    measured there).
     """
     model = model.to(device)
     if device.type == "cpu":
