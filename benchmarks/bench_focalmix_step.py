@@ -28,10 +28,9 @@ import torch
 from focalmix_lib.config import from_preset
 from focalmix_lib.training.config import TrainConfig
 from focalmix_lib.training.data import Batch
-from focalmix_lib.training.detector import build_model, place_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_training import compare, our_training_step, synthetic_batch
+from bench_training import compare, kit_model, our_training_step, synthetic_batch
 
 
 def main() -> None:
@@ -53,9 +52,8 @@ def main() -> None:
     batches = [synthetic_batch(focalmix, rng, with_unlabeled=True) for _ in range(max(args.steps, args.warmup))]
 
     load_before = os.getloadavg()[0]
-    cpu = torch.device("cpu")
-    steps = {"supervised": our_training_step(supervised, place_model(build_model(supervised), cpu)),
-             "focalmix": our_training_step(focalmix, place_model(build_model(focalmix), cpu))}
+    steps = {"supervised": our_training_step(supervised, kit_model(supervised)),
+             "focalmix": our_training_step(focalmix, kit_model(focalmix))}
     # compare() feeds both the same batches; the supervised step ignores the unlabeled patches.
     seconds = compare({"supervised": lambda i, b: steps["supervised"](i, Batch(b.labeled, b.boxes)),
                        "focalmix": steps["focalmix"]}, batches[:args.steps], args.warmup, args.repeats)

@@ -46,13 +46,12 @@ from focalmix_lib.inference.run_detection import TrainedRun, grown_lung_mask
 from focalmix_lib.inference.sliding_window import detect_volume, window_origins
 from focalmix_lib.training.config import TrainConfig
 from focalmix_lib.training.data import test_uids
-from focalmix_lib.training.detector import build_model, place_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _torchvision_stubs  # a sibling script module; MONAI imports torchvision helpers
+from bench_training import kit_model
 
 STANDARD_SHAPE = (300, 250, 250)
-CPU = torch.device("cpu")
 
 
 def quick_test_scan(data_dir: Path):
@@ -138,7 +137,7 @@ def main() -> None:
     scan = quick_test_scan(args.data)
 
     quick = from_preset(TrainConfig, "quick")
-    model = TrainedRun.load(args.run, device="cpu").model if args.run else place_model(build_model(quick), CPU)
+    model = TrainedRun.load(args.run, device="cpu").model if args.run else kit_model(quick)
     bench("quick phantom test scan", quick, model, scan.volume, scan.lung_mask, args.repeats)
     if args.skip_standard:
         return
@@ -146,7 +145,7 @@ def main() -> None:
     factors = np.asarray(STANDARD_SHAPE) / np.asarray(scan.volume.shape)
     volume = ndimage.zoom(scan.volume, factors, order=1).astype(np.float32)
     lungs = ndimage.zoom(scan.lung_mask, factors, order=0)
-    bench("standard-sized volume (quick scan zoomed)", standard, place_model(build_model(standard), CPU), volume, lungs, args.repeats)
+    bench("standard-sized volume (quick scan zoomed)", standard, kit_model(standard), volume, lungs, args.repeats)
 
 
 if __name__ == "__main__":

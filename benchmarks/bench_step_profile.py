@@ -52,10 +52,9 @@ from focalmix_lib.ssl.target_prediction import predict_anchor_targets
 from focalmix_lib.training import objective
 from focalmix_lib.training.config import TrainConfig
 from focalmix_lib.training.data import Batch, TrainingData, sample_batch
-from focalmix_lib.training.detector import build_model, place_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_training import STANDARD_SCAN_SHAPE, Step, compare, our_training_step, synthetic_batch
+from bench_training import STANDARD_SCAN_SHAPE, Step, compare, kit_model, our_training_step, synthetic_batch
 
 # Resampled shape (D, H, W) of a quick phantom at 2.0 mm (the standard one is bench_training's).
 SCAN_SHAPES = {"quick": (130, 168, 168), "standard": STANDARD_SCAN_SHAPE}
@@ -113,7 +112,7 @@ def synthetic_data(cfg: TrainConfig) -> TrainingData:
 
 def engine_step(cfg: TrainConfig, data: TrainingData) -> Callable[[int], None]:
     """The body of ``engine.train_loop`` on the CPU: sample the step's batch, then bench_training's step."""
-    step = our_training_step(cfg, place_model(build_model(cfg), torch.device("cpu")))
+    step = our_training_step(cfg, kit_model(cfg))
 
     def run(index: int) -> None:
         step(index, sample_batch(data, cfg, np.random.default_rng([cfg.seed, index, 0])))
@@ -152,7 +151,7 @@ def profile_step(cfg: TrainConfig, steps: int) -> None:
 def option_steps(cfg: TrainConfig, threads: int) -> dict[str, Step]:
     """The default supervised step and its variants, each on its own copy of the same initial model."""
     cfg = cfg.resolved()
-    model = place_model(build_model(cfg), torch.device("cpu"))
+    model = kit_model(cfg)
 
     def variant(prepare: Callable[[FPNDetector], Callable[[Batch], Batch]], step_threads: int = threads) -> Step:
         copy_ = copy.deepcopy(model)

@@ -104,6 +104,11 @@ def parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def kit_model(cfg: TrainConfig) -> FPNDetector:
+    """The run's detector as the engine places it on the CPU (channels-last weights)."""
+    return place_model(build_model(cfg), torch.device("cpu"))
+
+
 def our_training_step(cfg: TrainConfig, model: FPNDetector) -> Step:
     """One step of the kit's engine (``engine.train_loop`` on the CPU): ``step_losses``, backward, clip, AdamW.
 
@@ -217,7 +222,7 @@ def measure_load(run: Callable[[], object]) -> tuple[object, LoadSample]:
 
 def bench_training(preset: str, steps: int, warmup: int, repeats: int) -> None:
     cfg = from_preset(TrainConfig, preset)
-    ours = place_model(build_model(cfg), torch.device("cpu"))  # as the engine runs it: channels-last weights
+    ours = kit_model(cfg)
     before = build_model(cfg)  # the same weights in the contiguous layout the kit used before
     torch.manual_seed(cfg.seed)
     theirs = monai_detector(cfg, ours)
@@ -259,7 +264,7 @@ def quick_test_volume(data_dir: Path) -> np.ndarray | None:
 
 def bench_inference(preset: str, volume: np.ndarray, description: str, repeats: int) -> None:
     cfg = from_preset(TrainConfig, preset)
-    model = place_model(build_model(cfg), torch.device("cpu"))
+    model = kit_model(cfg)
     run = lambda: detect_volume(model, volume, cfg.patch_size, cfg.window_overlap, cfg.score_threshold,
                                 cfg.nms_iou, cfg.max_detections)
     run()  # warm-up
