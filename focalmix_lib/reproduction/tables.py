@@ -247,8 +247,9 @@ RUNS_CSV_HEADER = ["table", "row", "seed", "status", "cpm", "run_id", "kit"]
 def runs_csv_rows(runs: list[GridRun], results: dict[str, RunResult]) -> list[list[Any]]:
     """runs.csv: one line per (cell, run): table, row, seed, status, CPM (percent), run id and kit revision.
 
-    A profile's reference file is this file of a run of the whole profile, committed (a run the
-    reference did not finish is a row with its status and no CPM)."""
+    A profile's reference file is this file of a run of the profile's tables (and of any run beside
+    them with ``--only``), committed; a run the reference did not finish is a row with its status
+    and no CPM."""
     rows = []
     for run in runs:
         r = results[run.run_id]
